@@ -1,0 +1,407 @@
+//! The command line: `diff | apply | revert | show | resolve | run`. Parses flags (each also from
+//! a `REGMIRROR_*` variable), calls the layers below, prints, and maps errors to exit code 2.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::apply::{self, FileChange, Paths};
+use crate::render::Mode;
+use crate::source::file::FileSecret;
+use crate::spec::{self, RegistrySpec};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "regmirror",
+    version,
+    about = "Point containerd at a private registry mirror, from the jet-system/registry-info Secret"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Where the registry-info Secret is read from, for the one-shot commands.
+#[derive(Args, Debug, Clone)]
+#[group(required = true, multiple = false)]
+pub struct SecretArgs {
+    /// A Secret manifest (YAML, one or more documents; stringData and/or base64 data).
+    #[arg(long, env = "REGMIRROR_SECRET_FILE", value_name = "FILE")]
+    pub secret_file: Option<PathBuf>,
+    /// A directory of key files, as kubelet mounts a Secret volume.
+    #[arg(long, env = "REGMIRROR_SECRET_DIR", value_name = "DIR")]
+    pub secret_dir: Option<PathBuf>,
+}
+
+/// Which Secret in a manifest (and, for `run`, in the cluster).
+#[derive(Args, Debug, Clone)]
+pub struct SecretName {
+    /// The Secret's name (picks the document in a multi-document manifest).
+    #[arg(long, env = "REGMIRROR_SECRET_NAME", default_value = "registry-info")]
+    pub secret_name: String,
+    /// The Secret's namespace (a manifest document naming another namespace is skipped).
+    #[arg(long, env = "REGMIRROR_SECRET_NAMESPACE", default_value = "jet-system")]
+    pub secret_namespace: String,
+}
+
+/// The files regmirror edits and its state.
+#[derive(Args, Debug, Clone)]
+pub struct PathArgs {
+    /// containerd's config.toml.
+    #[arg(
+        long,
+        env = "REGMIRROR_CONFIG",
+        default_value = "/etc/containerd/config.toml"
+    )]
+    pub config: PathBuf,
+    /// Where hosts.toml directories and CA files go (used as config_path in hosts mode).
+    #[arg(
+        long,
+        env = "REGMIRROR_CERTS_DIR",
+        default_value = "/etc/containerd/certs.d"
+    )]
+    pub certs_dir: PathBuf,
+    /// Where regmirror keeps its state file and lock.
+    #[arg(
+        long,
+        env = "REGMIRROR_STATE_DIR",
+        default_value = "/var/lib/regmirror"
+    )]
+    pub state_dir: PathBuf,
+}
+
+impl PathArgs {
+    pub fn paths(&self) -> Paths {
+        Paths {
+            config: self.config.clone(),
+            certs_dir: self.certs_dir.clone(),
+            state_dir: self.state_dir.clone(),
+        }
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Print a unified diff of every file apply would write (exit 0: no change, 1: changes, 2: error).
+    Diff {
+        #[command(flatten)]
+        secret: SecretArgs,
+        #[command(flatten)]
+        name: SecretName,
+        #[command(flatten)]
+        paths: PathArgs,
+        #[arg(long, env = "REGMIRROR_MODE", value_enum, default_value_t = Mode::Auto)]
+        mode: Mode,
+    },
+    /// Write the configuration (exit 0: applied or unchanged, 2: error).
+    Apply {
+        #[command(flatten)]
+        secret: SecretArgs,
+        #[command(flatten)]
+        name: SecretName,
+        #[command(flatten)]
+        paths: PathArgs,
+        #[arg(long, env = "REGMIRROR_MODE", value_enum, default_value_t = Mode::Auto)]
+        mode: Mode,
+        #[command(flatten)]
+        reload: crate::reload::ReloadArgs,
+    },
+    /// Remove everything regmirror wrote and restore what it replaced.
+    Revert {
+        #[command(flatten)]
+        paths: PathArgs,
+        #[command(flatten)]
+        reload: crate::reload::ReloadArgs,
+    },
+    /// Print the validated spec (PASSWORD as ***).
+    Show {
+        #[command(flatten)]
+        secret: SecretArgs,
+        #[command(flatten)]
+        name: SecretName,
+    },
+    /// The agent: watch the Secret and the files, reconcile, reload containerd.
+    Run(Box<crate::daemon::RunArgs>),
+    /// Print the URLs containerd will try for IMAGE, in order, from the files on disk now.
+    Resolve {
+        image: String,
+        #[arg(
+            long,
+            env = "REGMIRROR_CONFIG",
+            default_value = "/etc/containerd/config.toml"
+        )]
+        config: PathBuf,
+        /// The hosts directory containerd ≥ 2.2 uses when a version ≥ 3 config sets no
+        /// config_path and no legacy mirrors (its built-in default).
+        #[arg(
+            long,
+            env = "REGMIRROR_CERTS_DIR",
+            default_value = "/etc/containerd/certs.d"
+        )]
+        certs_dir: PathBuf,
+    },
+}
+
+/// A failure with the message shown to the user (exit 2).
+#[derive(Debug)]
+pub struct Failure(pub String);
+
+impl<E: std::error::Error> From<E> for Failure {
+    fn from(e: E) -> Self {
+        let mut msg = e.to_string();
+        let mut src = e.source();
+        while let Some(s) = src {
+            let s = s.to_string();
+            if !msg.contains(&s) {
+                msg.push_str(": ");
+                msg.push_str(&s);
+            }
+            src = s_source(&src);
+        }
+        Failure(msg)
+    }
+}
+
+fn s_source<'a>(
+    e: &Option<&'a (dyn std::error::Error + 'static)>,
+) -> Option<&'a (dyn std::error::Error + 'static)> {
+    e.and_then(|e| e.source())
+}
+
+/// Read and validate the Secret named by the flags.
+pub fn load_spec(secret: &SecretArgs, name: &SecretName) -> Result<RegistrySpec, Failure> {
+    let source = file_secret(secret, name);
+    let data = source.read()?;
+    spec::parse_spec(&data).map_err(|e| Failure(format!("{}: {e}", source.path().display())))
+}
+
+pub fn file_secret(secret: &SecretArgs, name: &SecretName) -> FileSecret {
+    match (&secret.secret_file, &secret.secret_dir) {
+        (Some(f), _) => FileSecret::Manifest {
+            path: f.clone(),
+            name: name.secret_name.clone(),
+            namespace: Some(name.secret_namespace.clone()),
+        },
+        (None, Some(d)) => FileSecret::Dir(d.clone()),
+        (None, None) => unreachable!("clap requires one of --secret-file / --secret-dir"),
+    }
+}
+
+/// A unified diff of one change, credentials redacted. Returns an empty string for no change.
+pub fn render_change(c: &FileChange, color: bool) -> String {
+    let text = |b: &Option<Vec<u8>>| {
+        b.as_ref()
+            .map(|b| crate::redact::redact_toml(&String::from_utf8_lossy(b)))
+            .unwrap_or_default()
+    };
+    let (old, new) = (text(&c.old), text(&c.new));
+    let path = c.path.display().to_string();
+    let (a, b) = (
+        if c.old.is_some() {
+            path.clone()
+        } else {
+            "/dev/null".into()
+        },
+        if c.new.is_some() {
+            format!("{path} (regmirror)")
+        } else {
+            "/dev/null".into()
+        },
+    );
+    let mut out = String::new();
+    if old == new {
+        out.push_str(&format!("--- {a}\n+++ {b}\n"));
+        if c.old != c.new {
+            out.push_str("@@ credential values change (redacted) @@\n");
+        }
+    } else {
+        let diff = similar::TextDiff::from_lines(&old, &new);
+        out.push_str(
+            &diff
+                .unified_diff()
+                .context_radius(3)
+                .header(&a, &b)
+                .to_string(),
+        );
+    }
+    if c.old_mode.is_some_and(|m| m != c.mode) && c.new.is_some() {
+        out.push_str(&format!(
+            "mode {:o} → {:o}\n",
+            c.old_mode.unwrap_or_default(),
+            c.mode
+        ));
+    }
+    if !color {
+        return out;
+    }
+    out.lines()
+        .map(|l| {
+            let code = if l.starts_with("+++") || l.starts_with("---") {
+                "1"
+            } else if l.starts_with('+') {
+                "32"
+            } else if l.starts_with('-') {
+                "31"
+            } else if l.starts_with("@@") {
+                "36"
+            } else {
+                ""
+            };
+            if code.is_empty() {
+                format!("{l}\n")
+            } else {
+                format!("\x1b[{code}m{l}\x1b[0m\n")
+            }
+        })
+        .collect()
+}
+
+fn print_warnings(w: &[String]) {
+    for w in w {
+        eprintln!("warning: {w}");
+    }
+}
+
+fn cmd_diff(
+    secret: &SecretArgs,
+    name: &SecretName,
+    paths: &Paths,
+    mode: Mode,
+) -> Result<ExitCode, Failure> {
+    let spec = load_spec(secret, name)?;
+    let plan = apply::plan(paths, Some(&spec), mode)?;
+    print_warnings(&plan.warnings);
+    let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let mut out = std::io::stdout().lock();
+    for c in &plan.changes {
+        let _ = out.write_all(render_change(c, color).as_bytes());
+    }
+    if plan.changes.is_empty() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let _ = writeln!(
+        out,
+        "# mode {}; containerd restart needed: {}",
+        mode_name(plan.mode),
+        if plan.restart_needed { "yes" } else { "no" }
+    );
+    Ok(ExitCode::from(1))
+}
+
+fn mode_name(m: Option<crate::render::Resolved>) -> &'static str {
+    match m {
+        Some(crate::render::Resolved::Legacy) => "legacy",
+        Some(crate::render::Resolved::Hosts) => "hosts",
+        None => "revert",
+    }
+}
+
+fn report(outcome: &apply::Outcome, verb: &str) {
+    print_warnings(&outcome.warnings);
+    if outcome.changed.is_empty() {
+        println!(
+            "{verb}: nothing to change (mode {})",
+            mode_name(outcome.mode)
+        );
+    } else {
+        println!("{verb} (mode {}):", mode_name(outcome.mode));
+        for p in &outcome.changed {
+            let verb = if p.exists() { "wrote" } else { "removed" };
+            println!("  {verb} {}", p.display());
+        }
+    }
+    println!(
+        "restart needed: {}",
+        if outcome.restart_needed { "yes" } else { "no" }
+    );
+}
+
+fn finish_reload(
+    outcome: &apply::Outcome,
+    reload: &crate::reload::ReloadArgs,
+) -> Result<(), Failure> {
+    let r = crate::reload::Reloader::from_args(reload).map_err(Failure)?;
+    if outcome.restart_needed || r.always() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let done = rt.block_on(r.reload(outcome.restart_needed))?;
+        if let Some(msg) = done {
+            println!("{msg}");
+        }
+    }
+    Ok(())
+}
+
+fn cmd_resolve(image: &str, config: &Path, certs_dir: &Path) -> Result<ExitCode, Failure> {
+    let text = std::fs::read_to_string(config)
+        .map_err(|e| Failure(format!("read {}: {e}", config.display())))?;
+    let attempts = crate::resolve::resolve(image, &text, certs_dir, &|p| {
+        std::fs::read_to_string(p).ok()
+    })
+    .map_err(Failure)?;
+    for (i, a) in attempts.iter().enumerate() {
+        println!("{}. {}    ({})", i + 1, a.url, a.origin);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
+    match cli.command {
+        Command::Diff {
+            secret,
+            name,
+            paths,
+            mode,
+        } => cmd_diff(&secret, &name, &paths.paths(), mode),
+        Command::Apply {
+            secret,
+            name,
+            paths,
+            mode,
+            reload,
+        } => {
+            let spec = load_spec(&secret, &name)?;
+            let outcome = apply::apply(&paths.paths(), Some(&spec), mode)?;
+            report(&outcome, "applied");
+            finish_reload(&outcome, &reload)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Revert { paths, reload } => {
+            let outcome = apply::apply(&paths.paths(), None, Mode::Auto)?;
+            report(&outcome, "reverted");
+            finish_reload(&outcome, &reload)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Show { secret, name } => {
+            let spec = load_spec(&secret, &name)?;
+            print_warnings(&spec.warnings);
+            let mut v = serde_json::to_value(&spec).expect("spec serializes");
+            v["spec_hash"] = spec.hash().into();
+            println!("{}", serde_json::to_string_pretty(&v).expect("json"));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Resolve {
+            image,
+            config,
+            certs_dir,
+        } => cmd_resolve(&image, &config, &certs_dir),
+        Command::Run(args) => crate::daemon::run(*args)
+            .map(|()| ExitCode::SUCCESS)
+            .map_err(|e| Failure(format!("{e:#}"))),
+    }
+}
+
+/// Entry point: parse, run, map errors to exit code 2.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match dispatch(cli) {
+        Ok(code) => code,
+        Err(Failure(msg)) => {
+            eprintln!("error: {msg}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,389 @@
+//! Telling people what happened: tracing setup, sd-notify, `/healthz` `/readyz` `/metrics`, and
+//! Kubernetes Events + a spec-hash annotation on the Node. Nothing here ever sees PASSWORD: the
+//! messages it is given are built from errors and hashes that do not hold it.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::http::StatusCode;
+use axum::routing::get;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One readable line per event (journald adds the time).
+    Plain,
+    /// One JSON object per line (for pods).
+    Json,
+}
+
+/// Set up tracing: `RUST_LOG`/`REGMIRROR_LOG` filter (default info), plain or JSON to stderr.
+pub fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("REGMIRROR_LOG")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let under_journald = std::env::var_os("JOURNAL_STREAM").is_some();
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match (format, under_journald) {
+        (LogFormat::Json, _) => builder.json().flatten_event(true).try_init(),
+        (LogFormat::Plain, true) => builder.without_time().with_ansi(false).try_init(),
+        (LogFormat::Plain, false) => builder.with_ansi(false).try_init(),
+    };
+}
+
+/// sd-notify messages (no-ops when NOTIFY_SOCKET is unset). A datagram to a socket nobody
+/// drains blocks once its queue is full, so messages go through one thread with a bounded
+/// queue: the loop never waits on the notify socket (a full queue drops the message).
+pub mod notify {
+    use std::sync::OnceLock;
+    use std::sync::mpsc::{SyncSender, sync_channel};
+    use std::time::Duration;
+
+    use sd_notify::NotifyState;
+
+    enum Msg {
+        Ready(String),
+        Status(String),
+        Watchdog,
+        Stopping(SyncSender<()>),
+    }
+
+    fn sender() -> Option<&'static SyncSender<Msg>> {
+        static TX: OnceLock<Option<SyncSender<Msg>>> = OnceLock::new();
+        TX.get_or_init(|| {
+            std::env::var_os("NOTIFY_SOCKET")?;
+            let (tx, rx) = sync_channel::<Msg>(16);
+            std::thread::Builder::new()
+                .name("sd-notify".into())
+                .spawn(move || {
+                    for m in rx {
+                        let _ = match &m {
+                            Msg::Ready(s) => {
+                                sd_notify::notify(&[NotifyState::Ready, NotifyState::Status(s)])
+                            }
+                            Msg::Status(s) => sd_notify::notify(&[NotifyState::Status(s)]),
+                            Msg::Watchdog => sd_notify::notify(&[NotifyState::Watchdog]),
+                            Msg::Stopping(_) => sd_notify::notify(&[NotifyState::Stopping]),
+                        };
+                        if let Msg::Stopping(ack) = m {
+                            let _ = ack.try_send(());
+                        }
+                    }
+                })
+                .ok()?;
+            Some(tx)
+        })
+        .as_ref()
+    }
+
+    fn send(m: Msg) {
+        if let Some(tx) = sender() {
+            let _ = tx.try_send(m);
+        }
+    }
+
+    pub fn ready(status: &str) {
+        send(Msg::Ready(status.to_string()));
+    }
+    pub fn status(status: &str) {
+        send(Msg::Status(status.to_string()));
+    }
+    pub fn watchdog() {
+        send(Msg::Watchdog);
+    }
+    /// STOPPING=1, waiting at most 1 s for it to be sent.
+    pub fn stopping() {
+        let (ack, done) = sync_channel(1);
+        send(Msg::Stopping(ack));
+        let _ = done.recv_timeout(Duration::from_secs(1));
+    }
+    /// Half the watchdog interval systemd set (`WATCHDOG_USEC`), if any.
+    pub fn watchdog_interval() -> Option<std::time::Duration> {
+        let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
+        if let Ok(pid) = std::env::var("WATCHDOG_PID")
+            && pid.parse::<u32>().ok() != Some(std::process::id())
+        {
+            return None;
+        }
+        Some(std::time::Duration::from_micros(usec / 2))
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HashLabel {
+    pub hash: String,
+}
+
+/// The agent's metrics and health, shared between the loop and the HTTP server.
+pub struct Telemetry {
+    registry: Registry,
+    pub applies: Family<ResultLabel, Counter>,
+    pub restarts: Counter,
+    pub rollbacks: Counter,
+    pub drift_repairs: Counter,
+    pub last_success: Gauge<f64, AtomicU64>,
+    pub spec_info: Family<HashLabel, Gauge>,
+    current_hash: Mutex<Option<String>>,
+    ready: AtomicBool,
+    not_ready_reason: Mutex<String>,
+    /// Unix seconds of the loop's last sign of life.
+    heartbeat: AtomicI64,
+}
+
+fn now_secs() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or_default()
+}
+
+impl Default for Telemetry {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Telemetry {
+    pub fn new() -> Telemetry {
+        let mut registry = Registry::with_prefix("regmirror");
+        let applies = Family::<ResultLabel, Counter>::default();
+        let restarts = Counter::default();
+        let rollbacks = Counter::default();
+        let drift_repairs = Counter::default();
+        let last_success = Gauge::<f64, AtomicU64>::default();
+        let spec_info = Family::<HashLabel, Gauge>::default();
+        registry.register(
+            "applies",
+            "Reconciles by result (changed, unchanged, rejected, failed, rolled_back, reverted)",
+            applies.clone(),
+        );
+        registry.register(
+            "containerd_restarts",
+            "containerd restarts done by regmirror",
+            restarts.clone(),
+        );
+        registry.register(
+            "rollbacks",
+            "Changes rolled back after a failed containerd health check",
+            rollbacks.clone(),
+        );
+        registry.register(
+            "drift_repairs",
+            "Managed entries restored after someone else changed them",
+            drift_repairs.clone(),
+        );
+        registry.register(
+            "last_success_timestamp_seconds",
+            "Unix time of the last successful reconcile",
+            last_success.clone(),
+        );
+        registry.register(
+            "spec_info",
+            "The applied spec's hash (PASSWORD excluded), value 1",
+            spec_info.clone(),
+        );
+        Telemetry {
+            registry,
+            applies,
+            restarts,
+            rollbacks,
+            drift_repairs,
+            last_success,
+            spec_info,
+            current_hash: Mutex::new(None),
+            ready: AtomicBool::new(false),
+            not_ready_reason: Mutex::new("no reconcile yet".into()),
+            heartbeat: AtomicI64::new(now_secs()),
+        }
+    }
+
+    pub fn count(&self, result: &str) {
+        self.applies
+            .get_or_create(&ResultLabel {
+                result: result.into(),
+            })
+            .inc();
+    }
+
+    pub fn succeeded(&self, hash: Option<&str>) {
+        self.ready.store(true, Ordering::SeqCst);
+        self.last_success.set(now_secs() as f64);
+        let mut cur = self.current_hash.lock().expect("lock");
+        if cur.as_deref() != hash {
+            if let Some(old) = cur.take() {
+                self.spec_info.remove(&HashLabel { hash: old });
+            }
+            if let Some(h) = hash {
+                self.spec_info
+                    .get_or_create(&HashLabel { hash: h.into() })
+                    .set(1);
+            }
+            *cur = hash.map(str::to_string);
+        }
+    }
+
+    pub fn not_ready(&self, reason: &str) {
+        self.ready.store(false, Ordering::SeqCst);
+        *self.not_ready_reason.lock().expect("lock") = reason.to_string();
+    }
+
+    pub fn beat(&self) {
+        self.heartbeat.store(now_secs(), Ordering::SeqCst);
+    }
+
+    /// Seconds since the loop last showed life.
+    pub fn since_beat(&self) -> i64 {
+        now_secs() - self.heartbeat.load(Ordering::SeqCst)
+    }
+
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    pub fn readiness(&self) -> (bool, String) {
+        (
+            self.ready.load(Ordering::SeqCst),
+            self.not_ready_reason.lock().expect("lock").clone(),
+        )
+    }
+}
+
+/// How long the loop may go without a heartbeat before /healthz fails.
+pub const STALL_SECS: i64 = 300;
+
+/// Serve `/healthz`, `/readyz`, `/metrics` on `addr` until the future is dropped.
+pub async fn serve(addr: SocketAddr, t: Arc<Telemetry>) -> std::io::Result<()> {
+    let (t1, t2, t3) = (t.clone(), t.clone(), t);
+    let app = Router::new()
+        .route(
+            "/healthz",
+            get(move || async move {
+                let idle = t1.since_beat();
+                if idle > STALL_SECS {
+                    (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        format!("loop stalled for {idle} s\n"),
+                    )
+                } else {
+                    (StatusCode::OK, "ok\n".to_string())
+                }
+            }),
+        )
+        .route(
+            "/readyz",
+            get(move || async move {
+                match t2.readiness() {
+                    (true, _) => (StatusCode::OK, "ready\n".to_string()),
+                    (false, why) => (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        format!("not ready: {why}\n"),
+                    ),
+                }
+            }),
+        )
+        .route(
+            "/metrics",
+            get(move || async move {
+                (
+                    [(
+                        "content-type",
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
+                    t3.encode(),
+                )
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    axum::serve(listener, app).await
+}
+
+/// Events on the Node and the spec-hash annotation (only with `NODE_NAME` and a kube client).
+pub struct NodeReporter {
+    recorder: kube::runtime::events::Recorder,
+    client: kube::Client,
+    node: String,
+}
+
+/// The annotation carrying the applied spec hash.
+pub const ANNOTATION: &str = "regmirror.io/spec-hash";
+
+impl NodeReporter {
+    pub fn new(client: kube::Client, node: String) -> NodeReporter {
+        let reporter = kube::runtime::events::Reporter {
+            controller: "regmirror".into(),
+            instance: Some(node.clone()),
+        };
+        NodeReporter {
+            recorder: kube::runtime::events::Recorder::new(client.clone(), reporter),
+            client,
+            node,
+        }
+    }
+
+    /// Publish an Event on the Node (`warning` for rejections and rollbacks). Failures are logged.
+    pub async fn event(&self, warning: bool, reason: &str, note: &str) {
+        use kube::runtime::events::{Event, EventType};
+        let reference = k8s_openapi::api::core::v1::ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Node".into()),
+            name: Some(self.node.clone()),
+            uid: Some(self.node.clone()),
+            ..Default::default()
+        };
+        let ev = Event {
+            type_: if warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: reason.into(),
+            note: Some(note.chars().take(1000).collect()),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        if let Err(e) = tokio::time::timeout(
+            Duration::from_secs(10),
+            self.recorder.publish(&ev, &reference),
+        )
+        .await
+        .map_err(|_| "timed out".to_string())
+        .and_then(|r| r.map_err(|e| e.to_string()))
+        {
+            tracing::warn!(error = %e, "could not publish Event {reason} on Node {}", self.node);
+        }
+    }
+
+    /// Set the spec-hash annotation on the Node.
+    pub async fn annotate(&self, hash: Option<&str>) {
+        use kube::api::{Api, Patch, PatchParams};
+        let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(self.client.clone());
+        let patch = serde_json::json!({"metadata": {"annotations": {ANNOTATION: hash}}});
+        if let Err(e) = tokio::time::timeout(
+            Duration::from_secs(10),
+            nodes.patch(&self.node, &PatchParams::default(), &Patch::Merge(&patch)),
+        )
+        .await
+        .map_err(|_| "timed out".to_string())
+        .and_then(|r| r.map(|_| ()).map_err(|e| e.to_string()))
+        {
+            tracing::warn!(error = %e, "could not annotate Node {}", self.node);
+        }
+    }
+}

@@ -1,0 +1,280 @@
+//! Reloading containerd: `none | auto | systemd | command:<cmd>`, then a health check over the
+//! CRI socket (Version + Status RuntimeReady). containerd has no reload signal (SIGHUP kills it,
+//! see CONTAINERD.md), so a reload is a restart through systemd.
+//!
+//! In a DaemonSet pod (hostPID), `systemctl` must run in the host's mount namespace: the child
+//! process enters the namespaces of `--host-pid` (default 1) with `setns` before it execs, so the
+//! host's own `systemctl` talks to the host's systemd. When regmirror already runs in that
+//! namespace (systemd unit on an edge host), no `setns` happens.
+
+pub mod cri;
+
+use std::fs::File;
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use clap::Args;
+
+/// How containerd is reloaded after a change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReloadStrategy {
+    /// Never restart; report whether a restart is needed.
+    None,
+    /// Restart through systemd only when config.toml changed (hosts.toml edits need none).
+    Auto,
+    /// Restart through systemd after every change.
+    Systemd,
+    /// Run this shell command after every change, then health-check.
+    Command(String),
+}
+
+impl FromStr for ReloadStrategy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "none" => Ok(ReloadStrategy::None),
+            "auto" => Ok(ReloadStrategy::Auto),
+            "systemd" => Ok(ReloadStrategy::Systemd),
+            _ => match s.strip_prefix("command:") {
+                Some(c) if !c.trim().is_empty() => Ok(ReloadStrategy::Command(c.to_string())),
+                _ => Err(format!(
+                    "--reload {s:?}: expected none, auto, systemd or command:<shell command>"
+                )),
+            },
+        }
+    }
+}
+
+/// Parse `30s`, `2m`, `1h`, `500ms` or plain seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .map_or((s, "s"), |i| (&s[..i], &s[i..]));
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (e.g. 30s, 2m, 500ms)"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("{s:?}: unknown unit {unit:?} (ms, s, m, h)")),
+    };
+    if !secs.is_finite() || secs < 0.0 {
+        return Err(format!("{s:?} is not a duration"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// Reload flags, shared by `apply`, `revert` and `run`.
+#[derive(Args, Debug, Clone)]
+pub struct ReloadArgs {
+    /// none | auto | systemd | command:<cmd>. Default: none for apply/revert, auto for run.
+    #[arg(long, env = "REGMIRROR_RELOAD")]
+    pub reload: Option<ReloadStrategy>,
+    /// The systemd unit to restart.
+    #[arg(
+        long,
+        env = "REGMIRROR_CONTAINERD_UNIT",
+        default_value = "containerd.service"
+    )]
+    pub containerd_unit: String,
+    /// Run systemctl in the namespaces of this PID (1 = the host, from a hostPID pod; 0 = never
+    /// enter other namespaces).
+    #[arg(long, env = "REGMIRROR_HOST_PID", default_value_t = 1)]
+    pub host_pid: i32,
+    /// containerd's CRI socket, for the health check.
+    #[arg(
+        long,
+        env = "REGMIRROR_CONTAINERD_SOCKET",
+        default_value = "/run/containerd/containerd.sock"
+    )]
+    pub containerd_socket: PathBuf,
+    /// How long containerd may take to answer CRI Version and Status after a restart.
+    #[arg(long, env = "REGMIRROR_HEALTH_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub health_timeout: Duration,
+}
+
+/// Why a reload failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("{what} failed: {detail}")]
+    Command { what: String, detail: String },
+    #[error("containerd is not healthy after the restart: {0}")]
+    Unhealthy(#[from] cri::CriError),
+}
+
+/// Carries out a [`ReloadStrategy`].
+#[derive(Debug, Clone)]
+pub struct Reloader {
+    pub strategy: ReloadStrategy,
+    pub unit: String,
+    pub host_pid: i32,
+    pub socket: PathBuf,
+    pub health_timeout: Duration,
+}
+
+impl Reloader {
+    /// From flags; `reload` unset means `none` here (the daemon picks its own default).
+    pub fn from_args(a: &ReloadArgs) -> Result<Reloader, String> {
+        Ok(Self::with_default(a, ReloadStrategy::None))
+    }
+
+    pub fn with_default(a: &ReloadArgs, default: ReloadStrategy) -> Reloader {
+        Reloader {
+            strategy: a.reload.clone().unwrap_or(default),
+            unit: a.containerd_unit.clone(),
+            host_pid: a.host_pid,
+            socket: a.containerd_socket.clone(),
+            health_timeout: a.health_timeout,
+        }
+    }
+
+    /// True when the strategy acts on every change, not only on a needed restart.
+    pub fn always(&self) -> bool {
+        matches!(
+            self.strategy,
+            ReloadStrategy::Systemd | ReloadStrategy::Command(_)
+        )
+    }
+
+    /// Whether this change leads to a restart.
+    pub fn will_restart(&self, restart_needed: bool) -> bool {
+        match self.strategy {
+            ReloadStrategy::None => false,
+            ReloadStrategy::Auto => restart_needed,
+            ReloadStrategy::Systemd | ReloadStrategy::Command(_) => true,
+        }
+    }
+
+    /// Restart (if the strategy says so) and wait for containerd to be healthy. Returns a line
+    /// saying what happened, or `None` when nothing was done.
+    pub async fn reload(&self, restart_needed: bool) -> Result<Option<String>, ReloadError> {
+        if !self.will_restart(restart_needed) {
+            return Ok(None);
+        }
+        let what = match &self.strategy {
+            ReloadStrategy::Command(c) => {
+                run_host(self.host_pid, "sh", &["-c", c]).await?;
+                format!("ran {c:?}")
+            }
+            _ => {
+                run_host(self.host_pid, "systemctl", &["restart", &self.unit]).await?;
+                format!("restarted {}", self.unit)
+            }
+        };
+        let version = cri::wait_healthy(&self.socket, self.health_timeout).await?;
+        Ok(Some(format!("{what}; containerd {version} healthy")))
+    }
+
+    /// Restart without judging the result (used to come back after a rollback).
+    pub async fn restart_only(&self) -> Result<(), ReloadError> {
+        match &self.strategy {
+            ReloadStrategy::Command(c) => run_host(self.host_pid, "sh", &["-c", c]).await,
+            ReloadStrategy::None => Ok(()),
+            _ => run_host(self.host_pid, "systemctl", &["restart", &self.unit]).await,
+        }
+    }
+}
+
+/// Namespaces entered to run a command on the host (the mount namespace is what matters for
+/// finding the host's systemctl and systemd's socket; the others make it the host's view).
+const NAMESPACES: [&str; 5] = ["ipc", "uts", "net", "cgroup", "mnt"];
+
+/// Whether `pid` shares our namespace `ns`: `Some(true/false)`, or `None` when
+/// `/proc/<pid>/ns/<ns>` cannot be read (no CAP_SYS_PTRACE, e.g. inside the hardened unit).
+fn same_namespace(pid: i32, ns: &str) -> Option<bool> {
+    let a = std::fs::metadata(format!("/proc/{pid}/ns/{ns}")).ok()?;
+    let b = std::fs::metadata(format!("/proc/self/ns/{ns}")).ok()?;
+    Some(a.ino() == b.ino() && a.dev() == b.dev())
+}
+
+/// Run `program args` in the namespaces of `pid` (no setns when they are ours already).
+async fn run_host(pid: i32, program: &str, args: &[&str]) -> Result<(), ReloadError> {
+    let what = format!("{program} {}", args.join(" "));
+    let mut cmd = std::process::Command::new(program);
+    cmd.args(args);
+    let mnt = if pid == 0 {
+        Some(true)
+    } else {
+        same_namespace(pid, "mnt")
+    };
+    // Unreadable: we cannot enter it anyway; run here and say so if that fails.
+    let hint = match mnt {
+        None => format!(
+            " (could not read /proc/{pid}/ns/mnt, so {program} ran in regmirror's own namespaces; a pod needs hostPID and CAP_SYS_PTRACE + CAP_SYS_ADMIN + CAP_SYS_CHROOT)"
+        ),
+        _ => String::new(),
+    };
+    if mnt == Some(false) {
+        let mut fds = Vec::new();
+        for ns in NAMESPACES {
+            if same_namespace(pid, ns) != Some(false) {
+                continue;
+            }
+            let path = format!("/proc/{pid}/ns/{ns}");
+            let f = File::open(&path).map_err(|e| ReloadError::Command {
+                what: what.clone(),
+                detail: format!("open {path}: {e} (needs hostPID and CAP_SYS_ADMIN)"),
+            })?;
+            fds.push(f);
+        }
+        // SAFETY: setns is async-signal-safe; the closure allocates nothing.
+        unsafe {
+            cmd.pre_exec(move || {
+                for f in &fds {
+                    nix::sched::setns(f, nix::sched::CloneFlags::empty())
+                        .map_err(std::io::Error::from)?;
+                }
+                Ok(())
+            });
+        }
+    }
+    let mut cmd = tokio::process::Command::from(cmd);
+    cmd.kill_on_drop(true);
+    let out = tokio::time::timeout(Duration::from_secs(120), cmd.output())
+        .await
+        .map_err(|_| ReloadError::Command {
+            what: what.clone(),
+            detail: "timed out after 120 s".into(),
+        })?
+        .map_err(|e| ReloadError::Command {
+            what: what.clone(),
+            detail: format!("{e}{hint}"),
+        })?;
+    if !out.status.success() {
+        return Err(ReloadError::Command {
+            what,
+            detail: format!(
+                "{}: {}{hint}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strategies_and_durations() {
+        assert_eq!("auto".parse(), Ok(ReloadStrategy::Auto));
+        assert_eq!(
+            "command:systemctl restart containerd".parse(),
+            Ok(ReloadStrategy::Command(
+                "systemctl restart containerd".into()
+            ))
+        );
+        assert!("restart".parse::<ReloadStrategy>().is_err());
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert!(parse_duration("5 parsecs").is_err());
+    }
+}

@@ -1,0 +1,923 @@
+//! End-to-end for the agent (`regmirror run`) against a REAL containerd (Debian 12's 1.6.20) and
+//! REAL docker-registry instances on 127.0.0.1, all started by hand in temp dirs.
+//!
+//! No systemd runs here, so the agent reloads with `--reload command:<script>`: a small shell
+//! script written by the test that does what `systemctl restart containerd` would do for the
+//! test's containerd. It stops the containerd whose PID is in a pidfile (SIGTERM, waits for the
+//! exit), starts a new `containerd --config C` detached (setsid, stdio to the log) and writes
+//! the new PID. The test starts the first containerd through the same script, so every
+//! containerd of a test has the same parent history and one pidfile names the live one. Each
+//! invocation appends one line to `reload.log` (who, old PID, new PID, times): the count of
+//! restarts and their timings come from there, independently of the agent's own metrics.
+//!
+//! 1. `secret_update_restarts_and_pulls_through_new_mirror`: Secret → apply → restart → pull via
+//!    mirror A; edit the Secret to mirror B → exactly one restart → pulls go to B.
+//! 2. `bad_config_rolls_back_and_is_not_retried`: the script injects `config_path` next to the
+//!    legacy `mirrors` on its first run after a marker file appears (an admin edit racing the
+//!    restart); containerd's CRI plugin then fails to load (UNIMPLEMENTED), the agent rolls back,
+//!    restarts, is healthy on the old mirror, marks the spec bad and does not retry it; a new
+//!    Secret is then applied normally.
+//!
+//! Every process is stopped by PID, also on panic: the agent by its [`ChildGuard`], the
+//! script-started containerd by [`PidfileGuard`] (which first forbids the script to start any
+//! more). Needs root and the Debian packages of `support::REQUIRED`; skipped otherwise (a
+//! failure with `REGMIRROR_E2E=1`). `REGMIRROR_E2E_KEEP=1` keeps the temp dirs.
+//! Run: `REGMIRROR_E2E=1 cargo test --test daemon_containerd -- --nocapture`.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddrV4, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use support::cli::Secret;
+use support::containerd::{Base, Containerd};
+use support::registry::{Kind, Registry};
+use support::{ChildGuard, free_port, poll, run, tail};
+
+const DOCKER_REPO: &str = "airgap-images/docker.io/library/tiny";
+const QUAY_REPO: &str = "airgap-images/quay.io/e2e/tiny";
+/// What containerd must request from the mirror for `docker.io/library/tiny:<tag>`.
+fn docker_path(tag: &str) -> String {
+    format!("/v2/airgap-images/docker.io/library/tiny/manifests/{tag}")
+}
+const QUAY_PATH: &str = "/v2/airgap-images/quay.io/e2e/tiny/manifests/1";
+/// Bound for "the agent applied and containerd is healthy again".
+const SETTLE: Duration = Duration::from_secs(15);
+/// What the reload script injects (emulating an admin / cloud-init edit).
+const INJECTED: &str = "config_path = \"/nonexistent/certs.d\"";
+
+/// Skips the test (returns) when the prerequisites are missing; see `support::prerequisites`.
+macro_rules! e2e {
+    ($name:expr) => {
+        if !support::prerequisites($name) {
+            return;
+        }
+        let _timer = Timer::new($name);
+    };
+}
+
+/// Prints a test's wall time when it ends (also on panic).
+struct Timer(&'static str, Instant);
+
+impl Timer {
+    fn new(name: &'static str) -> Timer {
+        Timer(name, Instant::now())
+    }
+}
+
+impl Drop for Timer {
+    fn drop(&mut self) {
+        let outcome = if std::thread::panicking() {
+            "FAILED"
+        } else {
+            "ok"
+        };
+        eprintln!("e2e {}: {outcome} in {:.2?}", self.0, self.1.elapsed());
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The node: a Containerd (harness) whose process is managed by the reload script.
+// ---------------------------------------------------------------------------------------------
+
+/// Paths of the script-managed containerd, all inside the node's temp dir.
+struct Node {
+    ctd: Containerd,
+    script: PathBuf,
+    pidfile: PathBuf,
+    /// One line per script invocation.
+    reload_log: PathBuf,
+    /// Present: the next script run injects `config_path` into config.toml (and removes it).
+    marker: PathBuf,
+    /// Present: the script refuses to start containerd (set by [`PidfileGuard`] on teardown).
+    stop_flag: PathBuf,
+    /// The Secret manifest the agent watches (in a directory of its own, like a mount).
+    secret: PathBuf,
+}
+
+impl Node {
+    /// Prepares containerd's files from `base`. config.toml and the certs dir move to a
+    /// directory of their own (`<dir>/etc/config.toml`, `<dir>/etc/certs.d`), as on a node
+    /// (`/etc/containerd`): the agent watches config.toml's directory and the certs dir (or,
+    /// while that does not exist, its parent), and the logs written in the temp dir itself
+    /// (containerd's, the agent's own) must not poke it on every line.
+    fn prepare(base: Base) -> Node {
+        let mut ctd = Containerd::prepare(base);
+        let d = ctd.dir().to_path_buf();
+        std::fs::remove_file(&ctd.config).unwrap();
+        std::fs::create_dir_all(d.join("etc")).unwrap();
+        std::fs::create_dir_all(d.join("run")).unwrap();
+        std::fs::create_dir_all(d.join("secret")).unwrap();
+        ctd.config = d.join("etc/config.toml");
+        ctd.certs_dir = d.join("etc/certs.d");
+        std::fs::write(&ctd.config, &ctd.original).unwrap();
+        let node = Node {
+            script: d.join("reload.sh"),
+            pidfile: d.join("run/containerd.pid"),
+            reload_log: d.join("reload.log"),
+            marker: d.join("inject-config-path"),
+            stop_flag: d.join("run/stop"),
+            secret: d.join("secret/registry-info.yaml"),
+            ctd,
+        };
+        node.write_script();
+        node
+    }
+
+    fn write_script(&self) {
+        let q = |p: &Path| {
+            let s = p.to_str().unwrap();
+            assert!(!s.contains('\''), "{s}");
+            format!("'{s}'")
+        };
+        let text = format!(
+            r#"#!/bin/sh
+# Written by tests/daemon_containerd.rs: `systemctl restart containerd` for a containerd started
+# by hand. Stops the containerd named by the pidfile, starts a new one detached, records it.
+set -u
+CONFIG={config}
+PIDFILE={pidfile}
+LOG={log}
+RLOG={rlog}
+MARKER={marker}
+STOP={stop}
+WHO="${{RELOAD_BY:-agent}}"
+now() {{ date +%s.%N; }}
+T0=$(now)
+# alive PID: the process exists and is not a zombie (PID 1 here may reap late or never).
+alive() {{
+    st=$(awk '/^State:/ {{ print $2 }}' "/proc/$1/status" 2>/dev/null)
+    [ -n "$st" ] && [ "$st" != Z ]
+}}
+old=$(cat "$PIDFILE" 2>/dev/null || true)
+injected=0
+if [ -e "$MARKER" ]; then
+    # An admin / cloud-init edit racing the restart: config_path next to the legacy mirrors.
+    rm -f "$MARKER"
+    tmp="$(dirname "$CONFIG")/.inject.tmp"
+    awk -v hdr='[plugins."io.containerd.grpc.v1.cri".registry]' -v line='{injected}' '
+        {{ t = $0; gsub(/^[ \t]+|[ \t]+$/, "", t) }}
+        intable && t ~ /^\[/ {{ intable = 0 }}
+        intable && t ~ /^config_path[ \t]*=/ {{ next }}
+        {{ print }}
+        t == hdr {{ print "      " line; intable = 1; done = 1 }}
+        END {{ if (!done) {{ print ""; print hdr; print "  " line }} }}
+    ' "$CONFIG" > "$tmp" && mv "$tmp" "$CONFIG" || exit 1
+    injected=1
+fi
+if [ -n "$old" ] && alive "$old"; then
+    kill -TERM "$old"
+    i=0
+    while alive "$old"; do
+        i=$((i + 1))
+        [ "$i" -eq 500 ] && kill -KILL "$old"
+        if [ "$i" -gt 1000 ]; then echo "containerd $old did not exit" >&2; exit 1; fi
+        sleep 0.02
+    done
+fi
+T1=$(now)
+if [ -e "$STOP" ]; then echo "test teardown: not starting containerd" >&2; exit 1; fi
+rm -f "$PIDFILE"
+setsid sh -c 'echo $$ > "$0.new" && mv "$0.new" "$0" && exec containerd --config "$1" --log-level debug' \
+    "$PIDFILE" "$CONFIG" </dev/null >>"$LOG" 2>&1 &
+i=0
+while [ ! -s "$PIDFILE" ]; do
+    i=$((i + 1))
+    if [ "$i" -gt 250 ]; then echo "containerd did not write its pidfile" >&2; exit 1; fi
+    sleep 0.02
+done
+new=$(cat "$PIDFILE")
+echo "who=$WHO old=${{old:-none}} new=$new injected=$injected start=$T0 stopped=$T1 end=$(now)" >> "$RLOG"
+"#,
+            config = q(&self.ctd.config),
+            pidfile = q(&self.pidfile),
+            log = q(&self.ctd.log),
+            rlog = q(&self.reload_log),
+            marker = q(&self.marker),
+            stop = q(&self.stop_flag),
+            injected = INJECTED,
+        );
+        std::fs::write(&self.script, text).unwrap();
+        std::fs::set_permissions(&self.script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    /// Starts the first containerd through the script and waits until CRI is healthy.
+    fn start(&self) {
+        let started = Instant::now();
+        run(Command::new(&self.script).env("RELOAD_BY", "test"));
+        let version = self.wait_healthy(support::containerd::START_TIMEOUT);
+        eprintln!(
+            "containerd {version} pid {} ({:?} base) healthy after {:?}",
+            self.pid().unwrap_or(0),
+            self.ctd.base,
+            started.elapsed()
+        );
+    }
+
+    fn wait_healthy(&self, timeout: Duration) -> String {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(regmirror::reload::cri::wait_healthy(
+            &self.ctd.socket,
+            timeout,
+        ))
+        .unwrap_or_else(|e| {
+            panic!(
+                "containerd not healthy: {e}\nconfig:\n{}\nlog:\n{}",
+                self.ctd.config_text(),
+                tail(&self.ctd.log, 30)
+            )
+        })
+    }
+
+    /// The live containerd's PID (from the pidfile).
+    fn pid(&self) -> Option<u32> {
+        std::fs::read_to_string(&self.pidfile)
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    /// The script's invocations so far.
+    fn reloads(&self) -> Vec<Reload> {
+        std::fs::read_to_string(&self.reload_log)
+            .unwrap_or_default()
+            .lines()
+            .map(Reload::parse)
+            .collect()
+    }
+
+    /// Writes the Secret manifest atomically (temp file + rename, like an editor or kubectl).
+    fn write_secret(&self, s: &Secret) {
+        let tmp = self.secret.with_file_name(".registry-info.yaml.tmp");
+        std::fs::write(&tmp, s.manifest()).unwrap();
+        std::fs::rename(&tmp, &self.secret).unwrap();
+    }
+
+    fn state(&self) -> serde_json::Value {
+        let p = self.ctd.state_dir.join("state.json");
+        let text =
+            std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("read {}: {e}", p.display()));
+        serde_json::from_str(&text).unwrap()
+    }
+}
+
+/// One line of `reload.log`.
+#[derive(Debug, Clone)]
+struct Reload {
+    who: String,
+    old: Option<u32>,
+    new: u32,
+    injected: bool,
+    /// Script start → old containerd gone.
+    stop_secs: f64,
+    /// Script start → new containerd started (pidfile written).
+    total_secs: f64,
+}
+
+impl Reload {
+    fn parse(line: &str) -> Reload {
+        let field = |k: &str| {
+            line.split(' ')
+                .find_map(|kv| kv.strip_prefix(k)?.strip_prefix('='))
+                .unwrap_or_else(|| panic!("reload.log line without {k}: {line}"))
+        };
+        let t = |k: &str| field(k).parse::<f64>().unwrap();
+        Reload {
+            who: field("who").to_string(),
+            old: field("old").parse().ok(),
+            new: field("new").parse().unwrap(),
+            injected: field("injected") == "1",
+            stop_secs: t("stopped") - t("start"),
+            total_secs: t("end") - t("start"),
+        }
+    }
+}
+
+impl std::fmt::Display for Reload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "by {}: pid {:?} -> {} (stop {:.0} ms, script {:.0} ms{})",
+            self.who,
+            self.old,
+            self.new,
+            self.stop_secs * 1000.0,
+            self.total_secs * 1000.0,
+            if self.injected {
+                ", INJECTED config_path"
+            } else {
+                ""
+            }
+        )
+    }
+}
+
+/// Stops the script-managed containerd by the PID in the pidfile when dropped (also on
+/// panic). Creates the stop flag first, so a script still running (from an agent killed
+/// mid-reload) cannot start another containerd afterwards.
+struct PidfileGuard {
+    pidfile: PathBuf,
+    stop_flag: PathBuf,
+}
+
+impl PidfileGuard {
+    fn new(node: &Node) -> PidfileGuard {
+        PidfileGuard {
+            pidfile: node.pidfile.clone(),
+            stop_flag: node.stop_flag.clone(),
+        }
+    }
+}
+
+/// True when `pid` exists and is not a zombie.
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/status")).is_ok_and(|s| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("State:"))
+            .is_some_and(|st| !st.trim_start().starts_with('Z'))
+    })
+}
+
+impl Drop for PidfileGuard {
+    fn drop(&mut self) {
+        let _ = std::fs::write(&self.stop_flag, "");
+        // A few rounds: a script that was past the flag check may still write a new PID.
+        for _ in 0..3 {
+            let Some(pid) = std::fs::read_to_string(&self.pidfile)
+                .ok()
+                .and_then(|s| s.trim().parse::<u32>().ok())
+            else {
+                std::thread::sleep(Duration::from_millis(200));
+                continue;
+            };
+            if alive(pid) {
+                let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
+                if poll(Duration::from_secs(10), || (!alive(pid)).then_some(())).is_none() {
+                    eprintln!("containerd pid {pid} ignored SIGTERM, killing");
+                    let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+                    poll(Duration::from_secs(5), || (!alive(pid)).then_some(()));
+                }
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The agent.
+// ---------------------------------------------------------------------------------------------
+
+struct Agent {
+    proc: ChildGuard,
+    port: u16,
+    started: Instant,
+}
+
+impl Agent {
+    /// `regmirror run` on `node` with the reload script; waits until /healthz answers.
+    fn start(node: &Node) -> Agent {
+        let d = node.ctd.dir();
+        for attempt in 0..3 {
+            let port = free_port();
+            let mut cmd = Command::new(support::cli::BIN);
+            for (k, _) in std::env::vars_os() {
+                if k.to_string_lossy().starts_with("REGMIRROR_") {
+                    cmd.env_remove(k);
+                }
+            }
+            cmd.arg("run")
+                .arg("--secret-file")
+                .arg(&node.secret)
+                .arg("--config")
+                .arg(&node.ctd.config)
+                .arg("--certs-dir")
+                .arg(&node.ctd.certs_dir)
+                .arg("--state-dir")
+                .arg(&node.ctd.state_dir)
+                .arg("--containerd-socket")
+                .arg(&node.ctd.socket)
+                .arg("--mode")
+                .arg("legacy")
+                .arg("--reload")
+                .arg(format!("command:{}", node.script.display()))
+                .args(["--restart-jitter", "0", "--debounce", "200ms"])
+                .args(["--health-timeout", "10s", "--resync", "15m"])
+                .arg("--listen")
+                .arg(format!("127.0.0.1:{port}"))
+                .env("REGMIRROR_LOG", "info,regmirror=debug")
+                .env("RUST_BACKTRACE", "1");
+            let started = Instant::now();
+            let mut proc = ChildGuard::spawn(
+                "regmirror run",
+                cmd,
+                d.join(format!("agent.{attempt}.stdout")),
+                d.join(format!("agent.{attempt}.log")),
+            );
+            let up = poll(Duration::from_secs(10), || {
+                if proc.exited().is_some() {
+                    return Some(false);
+                }
+                http_get(port, "/healthz").map(|_| true)
+            });
+            match up {
+                Some(true) => {
+                    return Agent {
+                        proc,
+                        port,
+                        started,
+                    };
+                }
+                _ => {
+                    let log = tail(&proc.stderr, 20);
+                    proc.stop(Duration::from_secs(2));
+                    if !log.contains("cannot listen") {
+                        panic!("regmirror run did not come up:\n{log}");
+                    }
+                }
+            }
+        }
+        panic!("regmirror run: no free port after 3 attempts");
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.proc.stderr).unwrap_or_default()
+    }
+
+    fn metrics(&self) -> String {
+        http_get(self.port, "/metrics")
+            .map(|(_, b)| b)
+            .unwrap_or_default()
+    }
+
+    /// A sample of /metrics, e.g. `regmirror_rollbacks_total` or
+    /// `regmirror_applies_total{result="changed"}` (0 when absent).
+    fn metric(&self, series: &str) -> f64 {
+        metric(&self.metrics(), series).unwrap_or(0.0)
+    }
+
+    fn restarts(&self) -> f64 {
+        self.metric("regmirror_containerd_restarts_total")
+    }
+
+    fn rollbacks(&self) -> f64 {
+        self.metric("regmirror_rollbacks_total")
+    }
+
+    fn applies(&self, result: &str) -> f64 {
+        self.metric(&format!("regmirror_applies_total{{result=\"{result}\"}}"))
+    }
+
+    /// (HTTP status, body) of /readyz.
+    fn readyz(&self) -> (u16, String) {
+        http_get(self.port, "/readyz").unwrap_or((0, String::new()))
+    }
+
+    /// Waits (≤ `timeout`) until `cond` holds; panics with the agent's log otherwise.
+    fn wait_for(&self, what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) -> Duration {
+        let t = Instant::now();
+        if poll(timeout, || cond().then_some(())).is_none() {
+            panic!(
+                "timed out after {timeout:?} waiting for {what}\n/readyz: {:?}\n/metrics:\n{}\n\
+                 agent log:\n{}",
+                self.readyz(),
+                self.metrics()
+                    .lines()
+                    .filter(|l| !l.starts_with('#'))
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+                tail(&self.proc.stderr, 30)
+            );
+        }
+        t.elapsed()
+    }
+
+    /// SIGTERM; asserts exit status 0.
+    fn stop(mut self) {
+        eprintln!(
+            "agent: final /metrics:\n{}",
+            self.metrics()
+                .lines()
+                .filter(|l| !l.starts_with('#'))
+                .map(|l| format!("    {l}"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        let st = self.proc.stop(Duration::from_secs(10));
+        assert!(
+            st.is_some_and(|s| s.success()),
+            "regmirror run did not exit 0 on SIGTERM: {st:?}\n{}",
+            tail(&self.proc.stderr, 20)
+        );
+        eprintln!(
+            "agent: stopped with {st:?} after {:.2?}",
+            self.started.elapsed()
+        );
+    }
+}
+
+/// HTTP/1.1 GET on 127.0.0.1:`port` → (status, body); None when nothing answers.
+fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let addr = SocketAddrV4::new(Ipv4Addr::LOCALHOST, port);
+    let mut s = TcpStream::connect_timeout(&addr.into(), Duration::from_millis(500)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    let status = buf.split(' ').nth(1)?.parse().ok()?;
+    let body = buf.split_once("\r\n\r\n")?.1.to_string();
+    Some((status, body))
+}
+
+/// The value of `series` (name plus labels, exactly as printed) in a Prometheus text body.
+fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| {
+        let (k, v) = l.rsplit_once(' ')?;
+        if k == series { v.parse().ok() } else { None }
+    })
+}
+
+/// The agent's log lines that tell the story (writes, reloads, rollbacks, refusals).
+fn story(log: &str) -> String {
+    const WORDS: &[&str] = &[
+        "wrote spec",
+        "ran ",
+        "rolling back",
+        "rolled back",
+        "failed the containerd health check",
+        "WARN",
+        "ERROR",
+        "starting",
+        "stopped",
+    ];
+    log.lines()
+        .filter(|l| WORDS.iter().any(|w| l.contains(w)))
+        .map(|l| format!("    {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Registries and pulls.
+// ---------------------------------------------------------------------------------------------
+
+/// A plain registry holding the tiny image as `docker.io/library/tiny:<tag>` for each tag (and
+/// `quay.io/e2e/tiny:1`) under `airgap-images/`.
+fn mirror(tags: &[&str]) -> Registry {
+    let r = Registry::start(Kind::Plain);
+    r.push_tiny(DOCKER_REPO);
+    r.push_tiny(QUAY_REPO);
+    for tag in tags.iter().filter(|t| **t != "1") {
+        run(Command::new("skopeo")
+            .args(["copy", "--insecure-policy", "--dest-tls-verify=false"])
+            .arg(format!("oci:{}:1", support::image::layout().display()))
+            .arg(format!("docker://{}/{DOCKER_REPO}:{tag}", r.host())));
+    }
+    r
+}
+
+fn docker_to(reg: &Registry) -> String {
+    format!("docker.io::http://{}/airgap-images/docker.io", reg.host())
+}
+
+/// The legacy endpoint regmirror must make containerd load for `reg`.
+fn endpoint(reg: &Registry) -> String {
+    format!("http://{}/v2/airgap-images/docker.io", reg.host())
+}
+
+/// The docker.io endpoints containerd really loaded (CRI Status verbose).
+fn effective_docker_endpoints(node: &Node) -> serde_json::Value {
+    node.ctd.effective_registry()["mirrors"]["docker.io"]["endpoint"].clone()
+}
+
+/// Pulls `image` over CRI and asserts it succeeded and that `reg` answered `path` with 200.
+fn assert_pull_via(node: &Node, reg: &Registry, image: &str, path: &str) {
+    let mark = reg.mark();
+    let result = node.ctd.pull(image);
+    let served = reg.hits(mark, path).iter().any(|r| r.status == 200);
+    if result.is_err() || !served {
+        panic!(
+            "pull of {image} through mirror {} failed\n  CRI: {result:?}\n  expected {path} \
+             answered 200; access log since the pull started:\n{}\n  containerd log:\n{}\n\
+             config.toml:\n{}",
+            reg.host(),
+            reg.log_since(mark),
+            node.ctd.pull_log(),
+            node.ctd.config_text(),
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tests.
+// ---------------------------------------------------------------------------------------------
+
+/// Secret A → apply + restart → pull via A; Secret edited to B → exactly one more restart →
+/// pulls via B (a tag only B has, and the old tag now resolved at B, not A).
+#[test]
+fn secret_update_restarts_and_pulls_through_new_mirror() {
+    e2e!("secret_update_restarts_and_pulls_through_new_mirror");
+    let a = mirror(&["1"]);
+    let b = mirror(&["1", "2"]);
+    // Dropped in reverse order: agent, then containerd (by pidfile), then the node's files.
+    let node = Node::prepare(Base::Debian);
+    let _ctd = PidfileGuard::new(&node);
+    node.start();
+    node.write_secret(&Secret::new(&a.host(), &docker_to(&a)));
+    let first_pid = node.pid().unwrap();
+
+    let agent = Agent::start(&node);
+    let took = agent.wait_for("the first apply and a healthy restart", SETTLE, || {
+        agent.applies("changed") >= 1.0 && agent.readyz().0 == 200
+    });
+    eprintln!("agent: first apply + restart + healthy {took:.2?} after start");
+    assert_eq!(agent.restarts(), 1.0, "{}", story(&agent.log()));
+    let reloads = node.reloads();
+    assert_eq!(
+        reloads.len(),
+        2,
+        "test start + one agent restart: {reloads:#?}"
+    );
+    assert_eq!(reloads[1].who, "agent");
+    assert_eq!(reloads[1].old, Some(first_pid));
+    assert_ne!(node.pid(), Some(first_pid), "containerd was not restarted");
+    assert_eq!(
+        effective_docker_endpoints(&node),
+        serde_json::json!([endpoint(&a)])
+    );
+    assert_pull_via(&node, &a, "docker.io/library/tiny:1", &docker_path("1"));
+    let hash_a = node.state()["spec_hash"].as_str().unwrap().to_string();
+
+    // Edit the Secret: mirror B.
+    let pid_a = node.pid().unwrap();
+    let a_mark = a.mark();
+    let changed = Instant::now();
+    node.write_secret(&Secret::new(&b.host(), &docker_to(&b)));
+    let mut pids = vec![pid_a];
+    let took = agent.wait_for("the update's apply and restart", SETTLE, || {
+        if let Some(p) = node.pid()
+            && pids.last() != Some(&p)
+        {
+            pids.push(p);
+        }
+        agent.applies("changed") >= 2.0 && agent.readyz().0 == 200
+    });
+    eprintln!("agent: Secret edit → applied, restarted and healthy in {took:.2?}");
+    assert_eq!(agent.restarts(), 2.0, "{}", story(&agent.log()));
+    let reloads = node.reloads();
+    assert_eq!(
+        reloads.len(),
+        3,
+        "exactly one restart for the update: {reloads:#?}"
+    );
+    assert_eq!(reloads[2].old, Some(pid_a));
+    assert_eq!(
+        pids,
+        vec![pid_a, reloads[2].new],
+        "containerd's PID must change exactly once"
+    );
+    assert_eq!(
+        effective_docker_endpoints(&node),
+        serde_json::json!([endpoint(&b)])
+    );
+    let hash_b = node.state()["spec_hash"].as_str().unwrap().to_string();
+    assert_ne!(hash_a, hash_b);
+    assert!(
+        agent
+            .metrics()
+            .contains(&format!("regmirror_spec_info{{hash=\"{hash_b}\"}} 1")),
+        "{}",
+        agent.metrics()
+    );
+
+    assert_pull_via(&node, &b, "docker.io/library/tiny:2", &docker_path("2"));
+    assert_pull_via(&node, &b, "docker.io/library/tiny:1", &docker_path("1"));
+    assert!(
+        a.requests_since(a_mark).is_empty(),
+        "the old mirror was asked after the update:\n{}",
+        a.log_since(a_mark)
+    );
+    // Nothing more happened meanwhile (the agent's own write must not cause another restart).
+    assert_eq!(node.reloads().len(), 3, "{:#?}", node.reloads());
+    assert_eq!(agent.restarts(), 2.0);
+    assert_eq!(agent.rollbacks(), 0.0);
+    eprintln!(
+        "restarts seen by the script:\n{}\nSecret edit → pulls done: {:.2?}\nagent log:\n{}",
+        node.reloads()
+            .iter()
+            .map(|r| format!("    {r}"))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        changed.elapsed(),
+        story(&agent.log())
+    );
+    agent.stop();
+}
+
+/// A config_path injected next to the legacy mirrors during the restart kills containerd's CRI
+/// plugin: the agent rolls back to the bytes it had before, restarts, is healthy on the old
+/// mirror, remembers the spec as bad and does not retry it; a new spec applies normally.
+#[test]
+fn bad_config_rolls_back_and_is_not_retried() {
+    e2e!("bad_config_rolls_back_and_is_not_retried");
+    let a = mirror(&["1"]);
+    let b = mirror(&["1"]);
+    let node = Node::prepare(Base::Default);
+    let _ctd = PidfileGuard::new(&node);
+    node.start();
+    node.write_secret(&Secret::new(&a.host(), &docker_to(&a)));
+
+    let agent = Agent::start(&node);
+    agent.wait_for("the first apply and a healthy restart", SETTLE, || {
+        agent.applies("changed") >= 1.0 && agent.readyz().0 == 200
+    });
+    assert_eq!(agent.restarts(), 1.0);
+    assert_pull_via(&node, &a, "docker.io/library/tiny:1", &docker_path("1"));
+    let good_config = std::fs::read(&node.ctd.config).unwrap();
+    let hash_a = node.state()["spec_hash"].as_str().unwrap().to_string();
+    let reloads_before = node.reloads().len();
+
+    // The racing edit is armed, then the Secret changes (mirror B).
+    std::fs::write(&node.marker, "").unwrap();
+    node.write_secret(&Secret::new(&b.host(), &docker_to(&b)));
+    let rollback_took = agent.wait_for("the rollback", SETTLE + Duration::from_secs(10), || {
+        agent.rollbacks() >= 1.0
+    });
+    eprintln!("agent: Secret edit → rollback done in {rollback_took:.2?}");
+    let (code, why) = agent.wait_for_readyz_settled();
+    eprintln!("/readyz after the rollback: {code} {why:?}");
+
+    // What happened, in order: the injected restart, then the rollback's restart.
+    let reloads = node.reloads();
+    let new: Vec<&Reload> = reloads[reloads_before..].iter().collect();
+    eprintln!(
+        "restarts seen by the script:\n{}",
+        reloads
+            .iter()
+            .map(|r| format!("    {r}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert_eq!(
+        new.len(),
+        2,
+        "the failed restart and the rollback's: {new:#?}"
+    );
+    assert!(new[0].injected && !new[1].injected, "{new:#?}");
+    assert!(!node.marker.exists(), "the marker was not consumed");
+    assert!(
+        node.ctd
+            .log_grep(&["cannot be set when `config_path` is provided"], 1)
+            .contains("mirrors"),
+        "containerd's log does not show the CRI plugin failing:\n{}",
+        node.ctd.log_grep(&["cri", "level=error"], 10)
+    );
+    let log = agent.log();
+    assert!(
+        log.contains("UNIMPLEMENTED") && log.contains("rolling back spec"),
+        "agent log does not show the UNIMPLEMENTED health check and the rollback:\n{}",
+        story(&log)
+    );
+
+    // The outcome.
+    assert_eq!(agent.rollbacks(), 1.0);
+    assert_eq!(agent.applies("rolled_back"), 1.0);
+    assert_eq!(code, 503, "/readyz after a rollback: {why}");
+    assert!(
+        why.contains("rolled back") || why.contains("failed the containerd health check"),
+        "/readyz does not say why: {why}"
+    );
+    let st = node.ctd.status();
+    assert!(st.runtime_ready, "{st:?}");
+    assert_eq!(
+        effective_docker_endpoints(&node),
+        serde_json::json!([endpoint(&a)]),
+        "containerd must run on the old mirror"
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&std::fs::read(&node.ctd.config).unwrap()),
+        String::from_utf8_lossy(&good_config),
+        "config.toml must hold the pre-change bytes again"
+    );
+    let state = node.state();
+    let bad = state["bad_spec_hash"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no bad_spec_hash: {state:#}"));
+    assert_ne!(bad, hash_a);
+    assert_eq!(
+        state["spec_hash"].as_str(),
+        Some(hash_a.as_str()),
+        "{state:#}"
+    );
+    assert!(
+        log.contains(&format!("rolling back spec {bad}")),
+        "bad_spec_hash {bad} is not the spec that was rolled back:\n{}",
+        story(&log)
+    );
+    let b_mark = b.mark();
+    assert_pull_via(&node, &a, "docker.io/library/tiny:1", &docker_path("1"));
+    assert!(
+        b.requests_since(b_mark).is_empty(),
+        "{}",
+        b.log_since(b_mark)
+    );
+
+    // No retry: the bad spec stays on hold while the Secret is unchanged (and the agent does
+    // not spin on it either: at most a look or two, from the files it just wrote).
+    let restarts = agent.restarts();
+    let pid = node.pid();
+    let on_hold = |log: &str| {
+        log.matches("failed the containerd health check before")
+            .count()
+    };
+    let holds = on_hold(&agent.log());
+    std::thread::sleep(Duration::from_secs(3));
+    let extra = on_hold(&agent.log()) - holds;
+    assert!(
+        extra <= 2,
+        "the agent re-examined the bad spec {extra} times in 3 s:\n{}",
+        story(&agent.log())
+    );
+    assert_eq!(node.reloads().len(), reloads.len(), "{:#?}", node.reloads());
+    assert_eq!(node.pid(), pid);
+    assert_eq!(agent.restarts(), restarts);
+    assert_eq!(agent.rollbacks(), 1.0);
+    assert_eq!(agent.readyz().0, 503);
+    assert_eq!(std::fs::read(&node.ctd.config).unwrap(), good_config);
+    eprintln!(
+        "counters after the rollback: restarts_total {restarts}, rollbacks_total 1 \
+         (script ran {} times for it)",
+        new.len()
+    );
+
+    // A new spec (B for docker.io and quay.io) is applied normally: the marker is consumed.
+    let mut c = Secret::new(&b.host(), &docker_to(&b));
+    c.mirror_registries = format!(
+        "{},quay.io::http://{}/airgap-images/quay.io",
+        docker_to(&b),
+        b.host()
+    );
+    node.write_secret(&c);
+    let took = agent.wait_for("the new spec to apply", SETTLE, || {
+        agent.applies("changed") >= 2.0 && agent.readyz().0 == 200
+    });
+    eprintln!("agent: new Secret → applied and ready in {took:.2?}");
+    assert_eq!(agent.restarts(), restarts + 1.0, "{}", story(&agent.log()));
+    assert_eq!(agent.rollbacks(), 1.0);
+    assert_eq!(
+        node.reloads().len(),
+        reloads.len() + 1,
+        "{:#?}",
+        node.reloads()
+    );
+    assert_eq!(
+        effective_docker_endpoints(&node),
+        serde_json::json!([endpoint(&b)])
+    );
+    assert_pull_via(&node, &b, "docker.io/library/tiny:1", &docker_path("1"));
+    assert_pull_via(&node, &b, "quay.io/e2e/tiny:1", QUAY_PATH);
+    let state = node.state();
+    assert_ne!(state["spec_hash"].as_str(), Some(bad));
+    assert_ne!(state["spec_hash"].as_str(), Some(hash_a.as_str()));
+    eprintln!(
+        "Secret edit → rolled back and healthy {rollback_took:.2?}; next edit → applied and \
+         ready {took:.2?}\nagent log:\n{}",
+        story(&agent.log())
+    );
+    agent.stop();
+}
+
+impl Agent {
+    /// /readyz once the agent has looked again after the rollback (its own write of config.toml
+    /// and the injected edit poke the drift watcher): waits for the answer to stay the same
+    /// for a second, at most 5 s.
+    fn wait_for_readyz_settled(&self) -> (u16, String) {
+        let mut last = self.readyz();
+        let mut since = Instant::now();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline && since.elapsed() < Duration::from_secs(1) {
+            std::thread::sleep(Duration::from_millis(100));
+            let now = self.readyz();
+            if now != last {
+                eprintln!("/readyz changed: {last:?} → {now:?}");
+                last = now;
+                since = Instant::now();
+            }
+        }
+        last
+    }
+}

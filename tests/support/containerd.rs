@@ -1,0 +1,321 @@
+//! A real containerd started by hand, isolated in a temp dir: its own `root`, `state`, gRPC and
+//! ttrpc sockets (and `opt` plugin path), never the machine's `/run/containerd` or
+//! `/var/lib/containerd`. The starting config.toml is Debian's packaged one or
+//! `containerd config default`, with only those keys changed (via toml_edit) before regmirror
+//! ever sees it. Talks CRI through the crate's own [`regmirror::reload::cri`] client.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use regmirror::reload::cri::{self, CriClient, CriError, CriStatus};
+use toml_edit::{DocumentMut, Item, Table, value};
+
+use super::{ChildGuard, run, tail, temp_dir};
+
+/// Debian 12's packaged `/etc/containerd/config.toml` (containerd 1.6.20~ds1-1+deb12u3).
+pub const DEBIAN_CONFIG: &str = include_str!("../fixtures/debian-config.toml");
+
+/// How long a CRI pull may take before the test calls it failed.
+pub const PULL_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long containerd may take to answer CRI after a (re)start.
+pub const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The config.toml a node starts with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Base {
+    /// Debian's packaged config.toml (`tests/fixtures/debian-config.toml`).
+    Debian,
+    /// `containerd config default`, generated at test time.
+    Default,
+}
+
+impl Base {
+    pub fn text(self) -> String {
+        match self {
+            Base::Debian => DEBIAN_CONFIG.to_string(),
+            Base::Default => run(Command::new("containerd").args(["config", "default"])),
+        }
+    }
+}
+
+/// A node: a containerd config, certs dir and regmirror state dir in a temp dir, plus the
+/// containerd process once started.
+pub struct Containerd {
+    pub base: Base,
+    /// The config.toml regmirror edits and containerd reads.
+    pub config: PathBuf,
+    /// `--certs-dir` for regmirror (not created beforehand, like on a fresh node).
+    pub certs_dir: PathBuf,
+    /// `--state-dir` for regmirror.
+    pub state_dir: PathBuf,
+    pub socket: PathBuf,
+    /// containerd's log (stderr, debug level), appended across restarts.
+    pub log: PathBuf,
+    /// The config.toml as prepared, before regmirror touched it.
+    pub original: String,
+    proc: Option<ChildGuard>,
+    rt: tokio::runtime::Runtime,
+    // Declared last: dropped after the process is stopped.
+    dir: tempfile::TempDir,
+}
+
+impl Containerd {
+    /// Writes the starting config (from `base`) with the isolation keys set. Does not start.
+    pub fn prepare(base: Base) -> Containerd {
+        let dir = temp_dir("ctd");
+        let d = dir.path();
+        let socket = d.join("containerd.sock");
+        let mut doc: DocumentMut = base.text().parse().expect("base config.toml parses");
+        isolate(&mut doc, d, &socket);
+        let original = doc.to_string();
+        let config = d.join("config.toml");
+        std::fs::write(&config, &original).unwrap();
+        Containerd {
+            base,
+            config,
+            certs_dir: d.join("certs.d"),
+            state_dir: d.join("regmirror-state"),
+            socket,
+            log: d.join("containerd.log"),
+            original,
+            proc: None,
+            rt: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap(),
+            dir,
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Starts containerd and waits until CRI answers Version and Status says RuntimeReady;
+    /// panics with containerd's log otherwise.
+    pub fn start(&mut self) {
+        if let Err(e) = self.try_start() {
+            let log = if e.is_unimplemented() {
+                self.log_grep(&["cri", "level=error", "level=warn"], 30)
+            } else {
+                tail(&self.log, 40)
+            };
+            panic!(
+                "containerd ({:?} base) did not become healthy: {e}\nconfig:\n{}\nlog:\n{log}",
+                self.base,
+                self.config_text()
+            );
+        }
+    }
+
+    /// Starts containerd and waits (up to [`START_TIMEOUT`]) with [`cri::wait_healthy`]. The
+    /// process is kept (and stopped on drop) even when this fails. Returns the CRI version.
+    pub fn try_start(&mut self) -> Result<String, CriError> {
+        assert!(self.proc.is_none(), "containerd already running");
+        let mut cmd = Command::new("containerd");
+        cmd.arg("--config")
+            .arg(&self.config)
+            .args(["--log-level", "debug"]);
+        let started = Instant::now();
+        self.proc = Some(ChildGuard::spawn(
+            "containerd",
+            cmd,
+            self.dir.path().join("containerd.stdout"),
+            self.log.clone(),
+        ));
+        let deadline = started + START_TIMEOUT;
+        loop {
+            let proc = self.proc.as_mut().expect("just started");
+            if let Some(st) = proc.exited() {
+                return Err(CriError::Connect {
+                    socket: self.socket.clone(),
+                    detail: format!("containerd exited at start ({st})"),
+                });
+            }
+            // Short rounds, so that an early exit is noticed between them.
+            match self
+                .rt
+                .block_on(cri::wait_healthy(&self.socket, Duration::from_millis(500)))
+            {
+                Ok(version) => {
+                    eprintln!(
+                        "containerd {version} pid {} ({:?} base) healthy after {:?}",
+                        self.pid(),
+                        self.base,
+                        started.elapsed()
+                    );
+                    return Ok(version);
+                }
+                Err(e) if e.is_unimplemented() || Instant::now() >= deadline => return Err(e),
+                Err(_) => {}
+            }
+        }
+    }
+
+    /// Stops containerd (SIGTERM; SIGKILL after 10 s).
+    pub fn stop(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            p.stop(Duration::from_secs(10));
+        }
+    }
+
+    /// Stop + start: what `systemctl restart containerd` does on a node.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.start();
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.proc.as_ref().expect("containerd not running").pid()
+    }
+
+    /// The config.toml as it is now.
+    pub fn config_text(&self) -> String {
+        std::fs::read_to_string(&self.config).unwrap_or_default()
+    }
+
+    /// Replaces config.toml (for hand-written configurations).
+    pub fn write_config(&self, text: &str) {
+        std::fs::write(&self.config, text).unwrap();
+    }
+
+    /// CRI PullImage, bounded by [`PULL_TIMEOUT`].
+    pub fn pull(&self, image: &str) -> Result<String, String> {
+        let started = Instant::now();
+        let r = self.rt.block_on(async {
+            let mut c = CriClient::connect(&self.socket)
+                .await
+                .map_err(|e| e.to_string())?;
+            match tokio::time::timeout(PULL_TIMEOUT, c.pull_image(image)).await {
+                Ok(r) => r.map_err(|e| e.to_string()),
+                Err(_) => Err(format!(
+                    "PullImage {image} timed out after {PULL_TIMEOUT:?}"
+                )),
+            }
+        });
+        eprintln!(
+            "pull {image}: {} in {:?}",
+            if r.is_ok() { "ok" } else { "FAILED" },
+            started.elapsed()
+        );
+        r
+    }
+
+    /// CRI Status(verbose).
+    pub fn status(&self) -> CriStatus {
+        self.rt
+            .block_on(async {
+                let mut c = CriClient::connect(&self.socket).await?;
+                c.status().await
+            })
+            .expect("CRI Status")
+    }
+
+    /// CRI Version: the runtime version.
+    pub fn version(&self) -> String {
+        self.rt
+            .block_on(async {
+                let mut c = CriClient::connect(&self.socket).await?;
+                c.version().await
+            })
+            .expect("CRI Version")
+    }
+
+    /// `info["config"]["registry"]` of CRI Status(verbose): what containerd really loaded.
+    pub fn effective_registry(&self) -> serde_json::Value {
+        let st = self.status();
+        st.config
+            .as_ref()
+            .and_then(|c| c.get("registry"))
+            .cloned()
+            .unwrap_or_else(|| panic!("Status(verbose) has no config.registry: {st:?}"))
+    }
+
+    /// The last `n` lines of containerd's log that contain any of `needles`.
+    pub fn log_grep(&self, needles: &[&str], n: usize) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| needles.iter().any(|w| l.contains(w)))
+            .collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+
+    /// containerd's log lines about pulls and registry hosts (for failure evidence).
+    pub fn pull_log(&self) -> String {
+        self.log_grep(
+            &[
+                "PullImage",
+                "resolv",
+                "fetch",
+                "trying next host",
+                "do request",
+                "failed",
+                "level=error",
+            ],
+            25,
+        )
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Sets `root`, `state`, `[grpc] address`, `[ttrpc] address` and the `opt` plugin's `path`
+/// (else it creates `/opt/containerd` or `/var/lib/containerd/opt` on the machine) to paths
+/// under `dir`; keeps everything else.
+pub fn isolate(doc: &mut DocumentMut, dir: &Path, socket: &Path) {
+    let s = |p: PathBuf| p.to_str().unwrap().to_string();
+    doc["root"] = value(s(dir.join("root")));
+    doc["state"] = value(s(dir.join("state")));
+    table(doc, "grpc")["address"] = value(s(socket.to_path_buf()));
+    table(doc, "ttrpc")["address"] = value(s(dir.join("containerd.sock.ttrpc")));
+    let plugins = table(doc, "plugins");
+    let opt = child_table(plugins, "io.containerd.internal.v1.opt");
+    opt["path"] = value(s(dir.join("opt")));
+}
+
+fn table<'a>(doc: &'a mut DocumentMut, key: &str) -> &'a mut Table {
+    doc.entry(key)
+        .or_insert_with(|| Item::Table(Table::new()))
+        .as_table_mut()
+        .unwrap_or_else(|| panic!("[{key}] is not a table"))
+}
+
+/// `parent.key`, created as a table if missing; a created table of tables stays implicit (no
+/// header line of its own), an existing one is left exactly as it is.
+fn child_table<'a>(parent: &'a mut Table, key: &str) -> &'a mut Table {
+    parent
+        .entry(key)
+        .or_insert_with(|| {
+            let mut t = Table::new();
+            t.set_implicit(true);
+            Item::Table(t)
+        })
+        .as_table_mut()
+        .unwrap_or_else(|| panic!("{key} is not a table"))
+}
+
+/// `[plugins."io.containerd.grpc.v1.cri".registry]` of a version 2 config, created if missing.
+pub fn cri_registry(doc: &mut DocumentMut) -> &mut Table {
+    let plugins = table(doc, "plugins");
+    let cri = child_table(plugins, "io.containerd.grpc.v1.cri");
+    child_table(cri, "registry")
+}
+
+/// The hand-written legacy config: `mirrors."docker.io".endpoint = [endpoint]` (for the harness
+/// check and the negative control, without regmirror).
+pub fn with_legacy_mirror(config: &str, source: &str, endpoint: &str) -> String {
+    let mut doc: DocumentMut = config.parse().expect("config parses");
+    let mirrors = child_table(cri_registry(&mut doc), "mirrors");
+    let mut m = Table::new();
+    let mut arr = toml_edit::Array::new();
+    arr.push(endpoint);
+    m["endpoint"] = value(arr);
+    mirrors.insert(source, Item::Table(m));
+    doc.to_string()
+}
