@@ -95,7 +95,7 @@ pad{i:05}"""
       name = "pre-{i}"
       args = ["--id", "{i}", "--verbose"]
 "#,
-        enabled = i % 3 != 0,
+        enabled = !i.is_multiple_of(3),
         t = 5 + i % 55,
         mc = 1 + i % 32,
         r = i % 100,
