@@ -7,16 +7,21 @@
 #   ONLY="merge propagation" scripts/bench.sh   # a subset: criterion hyperfine merge mem
 #                                               # propagation coalesce footprint
 #
-# Figures are printed to stdout and kept in $BENCH_OUT (default target/bench-out). On a shared
-# 2-core machine absolute times are noisy: read the ratios measured side by side in one run.
+# Figures are printed to stdout and kept in $BENCH_OUT (default $CARGO_TARGET_DIR/bench-out, i.e.
+# target/bench-out). On a shared 2-core machine absolute times are noisy: read the ratios
+# measured side by side in one run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-OUT=${BENCH_OUT:-target/bench-out}
+# Honour CARGO_TARGET_DIR (absolute or relative to the workspace root), like cargo does.
+TARGET=${CARGO_TARGET_DIR:-target}
+case "$TARGET" in /*) ;; *) TARGET="$PWD/$TARGET" ;; esac
+export CARGO_TARGET_DIR="$TARGET"
+OUT=${BENCH_OUT:-$TARGET/bench-out}
 QUICK=${QUICK:-0}
 ONLY=${ONLY:-"criterion hyperfine merge mem propagation coalesce footprint"}
 FIX="$OUT/fixtures"
-BIN="$PWD/target/release/regmirror"
+BIN="$TARGET/release/regmirror"
 mkdir -p "$OUT"
 want() { [[ " $ONLY " == *" $1 "* ]]; }
 say() { printf '\n=== %s\n' "$*"; }
@@ -50,7 +55,7 @@ if want criterion; then
     say "criterion: render / plan latency (in-process, medians)"
     if [ "$QUICK" = 1 ]; then CRIT_ARGS=(--warm-up-time 0.5 --measurement-time 1); else CRIT_ARGS=(); fi
     cargo bench -q --bench render -- --noplot "${CRIT_ARGS[@]}" >"$OUT/criterion.txt" 2>&1 || { cat "$OUT/criterion.txt"; exit 1; }
-    "$PY" scripts/bench/criterion_summary.py target/criterion
+    "$PY" scripts/bench/criterion_summary.py "$TARGET/criterion"
 fi
 
 if want hyperfine; then

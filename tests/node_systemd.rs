@@ -20,8 +20,9 @@
 //!    `config_path` next to the legacy mirrors once (an admin edit racing the restart), the CRI
 //!    plugin fails, regmirror restores the last good files, containerd is healthy again; the
 //!    journal and /metrics (`regmirror_rollbacks_total 1`) show it.
-//! 5. `daemonset_style_agent_on_the_host_restarts_the_nodes_containerd`: `regmirror run` on the
-//!    HOST (as a hostPID pod would), editing the node's files through `/proc/<leader>/root`, with
+//! 5. `daemonset_style_agent_on_the_host_restarts_the_nodes_containerd`: `regmirror run` outside
+//!    the node (host mount/net namespaces, the node's PID namespace: a hostPID pod's topology),
+//!    editing the node's files through `/proc/<leader>/root`, with
 //!    `--host-pid <leader> --reload systemd`: setns into the node's PID 1 namespaces restarts the
 //!    node's containerd.
 //! 6. `reinstall_keeps_state_and_does_not_restart_containerd`: `dpkg -i` over the installed
@@ -958,13 +959,24 @@ fn daemonset_style_agent_on_the_host_restarts_the_nodes_containerd() {
     let root = node.root();
 
     let port = support::free_port();
-    let mut cmd = Command::new(support::cli::BIN);
+    // A hostPID pod shares the PID namespace of the systemd it restarts through; the node's
+    // systemd refuses clients on its private socket whose PID it cannot see ("Incoming private
+    // connection from unprivileged client, refusing"). So the agent runs in the node's PID
+    // namespace (nsenter --pid forks it there), and in the HOST's mount, network, IPC and UTS
+    // namespaces: it reaches the node's files through /proc/<leader>/root, the way the pod
+    // reaches the host's through hostPath mounts, and restarts containerd by setns into the
+    // namespaces of --host-pid. (The agent cannot setns(CLONE_NEWPID) itself: a process whose
+    // children would be born in another PID namespace cannot start threads.)
+    let mut cmd = Command::new("nsenter");
     for (k, _) in std::env::vars_os() {
         if k.to_string_lossy().starts_with("REGMIRROR_") {
             cmd.env_remove(k);
         }
     }
-    cmd.arg("run")
+    cmd.arg(format!("--pid=/proc/{leader}/ns/pid"))
+        .arg("--")
+        .arg(support::cli::BIN)
+        .arg("run")
         .arg("--secret-file")
         .arg(&secret)
         .arg("--config")
@@ -978,23 +990,6 @@ fn daemonset_style_agent_on_the_host_restarts_the_nodes_containerd() {
         .arg(node.cri_socket())
         .args(["--restart-jitter", "0", "--listen"])
         .arg(format!("127.0.0.1:{port}"));
-    // A hostPID pod shares the PID namespace of the systemd it restarts through. This host
-    // process is in the node's PARENT PID namespace, and the node's systemd refuses clients on
-    // its private socket whose PID it cannot see ("Incoming private connection from
-    // unprivileged client, refusing: No data available"; measured: 7 of 10 `systemctl restart`
-    // fail with "Transport endpoint is not connected", the others only get through systemctl's
-    // fallback to dbus-daemon). So the agent's CHILDREN are born in the node's PID namespace
-    // (setns(CLONE_NEWPID) before exec sets pid_for_children), which is the hostPID topology
-    // for the systemctl it runs; the agent itself stays a host process with its own PID.
-    let pid_ns = std::fs::File::open(format!("/proc/{leader}/ns/pid")).unwrap();
-    // SAFETY: setns is async-signal-safe; the closure allocates nothing.
-    unsafe {
-        use std::os::unix::process::CommandExt;
-        cmd.pre_exec(move || {
-            nix::sched::setns(&pid_ns, nix::sched::CloneFlags::CLONE_NEWPID)
-                .map_err(std::io::Error::from)
-        });
-    }
     eprintln!("host agent: {cmd:?}");
     let t = Instant::now();
     let mut agent = ChildGuard::spawn(
@@ -1002,6 +997,26 @@ fn daemonset_style_agent_on_the_host_restarts_the_nodes_containerd() {
         cmd,
         dir.path().join("agent.out"),
         dir.path().join("agent.log"),
+    );
+    // nsenter waits for the agent and exits with its status, but does not forward signals:
+    // signals go to the agent itself (host PID, the child of nsenter). If the test fails, this
+    // guard stops it first; the node's power-off would kill it anyway (its PID namespace dies).
+    let nsenter = agent.pid();
+    let inner = poll(Duration::from_secs(5), Duration::from_millis(20), || {
+        std::fs::read_to_string(format!("/proc/{nsenter}/task/{nsenter}/children"))
+            .ok()?
+            .split_whitespace()
+            .next()?
+            .parse::<i32>()
+            .ok()
+    })
+    .expect("nsenter did not start the agent");
+    let inner_guard = SigtermOnDrop(inner);
+    let in_node_ns = std::fs::read_link(format!("/proc/{inner}/ns/pid")).unwrap();
+    assert_eq!(
+        in_node_ns,
+        std::fs::read_link(format!("/proc/{leader}/ns/pid")).unwrap(),
+        "the agent is not in the node's PID namespace"
     );
     let log = |agent: &ChildGuard| std::fs::read_to_string(&agent.stderr).unwrap_or_default();
     poll(SETTLE, Duration::from_millis(100), || {
@@ -1040,8 +1055,12 @@ fn daemonset_style_agent_on_the_host_restarts_the_nodes_containerd() {
     assert_quiet(&node, after, "after the host agent's apply");
     assert_pull_via(&node, &a, "docker.io/library/tiny:1", &docker_path("1"));
 
-    // SIGTERM: a clean stop.
-    let st = agent.stop(Duration::from_secs(10));
+    // SIGTERM to the agent: a clean stop (nsenter then exits with the agent's status).
+    drop(inner_guard);
+    let st = poll(Duration::from_secs(10), Duration::from_millis(50), || {
+        agent.exited()
+    })
+    .or_else(|| agent.stop(Duration::from_secs(1)));
     assert!(st.is_some_and(|s| s.success()), "host agent exit: {st:?}");
     // Leave the node as found (and prove revert works through the node's root too).
     let out = support::run(
@@ -1057,6 +1076,18 @@ fn daemonset_style_agent_on_the_host_restarts_the_nodes_containerd() {
     );
     eprintln!("revert: {}", out.trim());
     assert_eq!(read_node(&node, "/etc/containerd/config.toml"), original);
+}
+
+/// Sends SIGTERM to a PID when dropped (a process the test did not spawn itself).
+struct SigtermOnDrop(i32);
+
+impl Drop for SigtermOnDrop {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.0),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+    }
 }
 
 /// Case 6: the package again over an installed one (what an upgrade does), then `dpkg -r` and
