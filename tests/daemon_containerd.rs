@@ -24,10 +24,9 @@
 //! failure with `REGMIRROR_E2E=1`). `REGMIRROR_E2E_KEEP=1` keeps the temp dirs.
 //! Run: `REGMIRROR_E2E=1 cargo test --test daemon_containerd -- --nocapture`.
 
+/// Also brings `e2e!(name)`: skip the test unless `support::prerequisites`, then time it.
 mod support;
 
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddrV4, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -39,7 +38,7 @@ use nix::unistd::Pid;
 use support::cli::Secret;
 use support::containerd::{Base, Containerd};
 use support::registry::{Kind, Registry};
-use support::{ChildGuard, free_port, poll, run, tail};
+use support::{ChildGuard, free_port, http_get, metric, poll, run, tail};
 
 const DOCKER_REPO: &str = "airgap-images/docker.io/library/tiny";
 const QUAY_REPO: &str = "airgap-images/quay.io/e2e/tiny";
@@ -52,36 +51,6 @@ const QUAY_PATH: &str = "/v2/airgap-images/quay.io/e2e/tiny/manifests/1";
 const SETTLE: Duration = Duration::from_secs(15);
 /// What the reload script injects (emulating an admin / cloud-init edit).
 const INJECTED: &str = "config_path = \"/nonexistent/certs.d\"";
-
-/// Skips the test (returns) when the prerequisites are missing; see `support::prerequisites`.
-macro_rules! e2e {
-    ($name:expr) => {
-        if !support::prerequisites($name) {
-            return;
-        }
-        let _timer = Timer::new($name);
-    };
-}
-
-/// Prints a test's wall time when it ends (also on panic).
-struct Timer(&'static str, Instant);
-
-impl Timer {
-    fn new(name: &'static str) -> Timer {
-        Timer(name, Instant::now())
-    }
-}
-
-impl Drop for Timer {
-    fn drop(&mut self) {
-        let outcome = if std::thread::panicking() {
-            "FAILED"
-        } else {
-            "ok"
-        };
-        eprintln!("e2e {}: {outcome} in {:.2?}", self.0, self.1.elapsed());
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // The node: a Containerd (harness) whose process is managed by the reload script.
@@ -524,31 +493,6 @@ impl Agent {
             self.started.elapsed()
         );
     }
-}
-
-/// HTTP/1.1 GET on 127.0.0.1:`port` → (status, body); None when nothing answers.
-fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
-    let addr = SocketAddrV4::new(Ipv4Addr::LOCALHOST, port);
-    let mut s = TcpStream::connect_timeout(&addr.into(), Duration::from_millis(500)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).ok()?;
-    let status = buf.split(' ').nth(1)?.parse().ok()?;
-    let body = buf.split_once("\r\n\r\n")?.1.to_string();
-    Some((status, body))
-}
-
-/// The value of `series` (name plus labels, exactly as printed) in a Prometheus text body.
-fn metric(text: &str, series: &str) -> Option<f64> {
-    text.lines().find_map(|l| {
-        let (k, v) = l.rsplit_once(' ')?;
-        if k == series { v.parse().ok() } else { None }
-    })
 }
 
 /// The agent's log lines that tell the story (writes, reloads, rollbacks, refusals).

@@ -2,6 +2,8 @@
 //! drift repair, kubelet's `..data` swap, invalid updates, deletion, sd-notify, and no PASSWORD in
 //! any output. Reload is `none` here (the real-containerd restarts are in daemon_containerd.rs).
 
+mod common;
+
 use std::io::Read;
 use std::net::TcpListener;
 use std::os::unix::net::UnixDatagram;
@@ -9,7 +11,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_regmirror");
 const PASSWORD: &str = "S3cr3t-Passw0rd-Never-Shown";
 
 const CONFIG: &str = "# admin comment\nversion = 2\n\n[plugins]\n  [plugins.\"io.containerd.grpc.v1.cri\"]\n    sandbox_image = \"registry.k8s.io/pause:3.9\"\n";
@@ -60,20 +61,8 @@ impl Node {
         std::fs::read_to_string(self.p("config.toml")).unwrap_or_default()
     }
     fn start(&mut self, source: &[&str], env: &[(&str, String)]) {
-        let mut cmd = Command::new(BIN);
-        cmd.arg("run")
-            .args(source)
-            .args(["--config", self.p("config.toml").to_str().unwrap()])
-            .args(["--certs-dir", self.p("certs.d").to_str().unwrap()])
-            .args(["--state-dir", self.p("state").to_str().unwrap()])
-            .args([
-                "--reload",
-                "none",
-                "--debounce",
-                "200ms",
-                "--restart-jitter",
-                "0",
-            ])
+        let mut cmd = common::agent_command(self.dir.path());
+        cmd.args(source)
             .args(["--listen", &format!("127.0.0.1:{}", self.port)])
             .env_remove("NOTIFY_SOCKET")
             .env_remove("WATCHDOG_USEC")
@@ -403,7 +392,7 @@ fn password_never_appears_in_any_output() {
     ];
     let mut outputs = Vec::new();
     let one_shot = |args: &[&str]| {
-        let o = Command::new(BIN)
+        let o = Command::new(common::BIN)
             .args(args)
             .env("REGMIRROR_LOG", "trace")
             .output()

@@ -3,16 +3,16 @@
 //! drop, 410 Gone, an API outage — and the files on disk are right at each step. With NODE_NAME,
 //! Events and the spec-hash annotation reach the Node.
 
+mod common;
 mod support_kube;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use support_kube::FakeApiServer;
 
-const BIN: &str = env!("CARGO_BIN_EXE_regmirror");
 const CONFIG: &str = "version = 2\n\n# admin settings\n[plugins.\"io.containerd.grpc.v1.cri\"]\n  sandbox_image = \"registry.k8s.io/pause:3.9\"\n";
 const NS: &str = "jet-system";
 const NAME: &str = "registry-info";
@@ -47,22 +47,9 @@ impl Agent {
             ),
         )
         .unwrap();
-        let mut cmd = Command::new(BIN);
-        cmd.arg("run")
-            .args(["--kubeconfig", kubeconfig.to_str().unwrap()])
-            .args(["--config", dir.join("config.toml").to_str().unwrap()])
-            .args(["--certs-dir", dir.join("certs.d").to_str().unwrap()])
-            .args(["--state-dir", dir.join("state").to_str().unwrap()])
-            .args([
-                "--reload",
-                "none",
-                "--debounce",
-                "200ms",
-                "--restart-jitter",
-                "0",
-                "--listen",
-                "off",
-            ])
+        let mut cmd = common::agent_command(dir);
+        cmd.args(["--kubeconfig", kubeconfig.to_str().unwrap()])
+            .args(["--listen", "off"])
             .env_remove("NODE_NAME")
             .env("REGMIRROR_LOG", "debug")
             .stdout(Stdio::null())

@@ -14,6 +14,7 @@
 //! The starting config.toml alternates between Debian's packaged one and
 //! `containerd config default`.
 
+/// Also brings `e2e!(name)`: skip the test unless `support::prerequisites`, then time it.
 mod support;
 
 use std::time::Instant;
@@ -30,36 +31,6 @@ const DOCKER_PATH: &str = "/v2/airgap-images/docker.io/library/tiny/manifests/1"
 const QUAY_PATH: &str = "/v2/airgap-images/quay.io/e2e/tiny/manifests/1";
 /// What the seed doc's endpoint form (no `/v2`) makes containerd request instead.
 const SEED_DOC_PATH: &str = "/airgap-images/docker.io/library/tiny/manifests/1";
-
-/// Skips the test (returns) when the prerequisites are missing; see `support::prerequisites`.
-macro_rules! e2e {
-    ($name:expr) => {
-        if !support::prerequisites($name) {
-            return;
-        }
-        let _timer = Timer::new($name);
-    };
-}
-
-/// Prints a test's wall time when it ends (also on panic).
-struct Timer(&'static str, Instant);
-
-impl Timer {
-    fn new(name: &'static str) -> Timer {
-        Timer(name, Instant::now())
-    }
-}
-
-impl Drop for Timer {
-    fn drop(&mut self) {
-        let outcome = if std::thread::panicking() {
-            "FAILED"
-        } else {
-            "ok"
-        };
-        eprintln!("e2e {}: {outcome} in {:.2?}", self.0, self.1.elapsed());
-    }
-}
 
 /// A registry of `kind` holding the tiny image as `docker.io/library/tiny:1` and
 /// `quay.io/e2e/tiny:1` under `airgap-images/`.

@@ -111,6 +111,43 @@ async fn expect_events(
     }
 }
 
+/// A watcher (see [`secret_watcher`]) past its initial list, which holds the selected Secret
+/// with mirror `mirror`; and the errors it has seen so far.
+async fn watching(
+    server: &FakeApiServer,
+    cfg: watcher::Config,
+    mirror: &str,
+) -> (Events, Vec<String>) {
+    let mut errors = Vec::new();
+    let mut w = secret_watcher(server, cfg);
+    let init_apply = format!("InitApply({NAME}={mirror})");
+    expect_events(
+        &mut w,
+        &mut errors,
+        STEP,
+        &["Init", &init_apply, "InitDone"],
+    )
+    .await;
+    (w, errors)
+}
+
+/// How many Secret list requests the server has seen.
+fn secret_lists(server: &FakeApiServer) -> usize {
+    server
+        .requests()
+        .iter()
+        .filter(|r| r.is_secret_list())
+        .count()
+}
+
+/// Waits (within [`STEP`]) until some request got a 503.
+async fn wait_for_a_503(server: &FakeApiServer) {
+    wait_until("a request got 503", STEP, || {
+        server.requests().iter().any(|r| r.status == 503)
+    })
+    .await;
+}
+
 /// Every test as a whole is bounded too.
 async fn bounded(test: impl std::future::Future<Output = ()>) {
     timeout(Duration::from_secs(90), test)
@@ -140,17 +177,9 @@ async fn watcher_lifecycle_reconnect_relist_and_outage_body() {
     server.create_secret(NS, "unrelated", data("nope-0"));
     server.create_secret("other-ns", NAME, data("other-ns-0"));
     server.create_secret(NS, NAME, data("v1"));
-    let mut errors = Vec::new();
-    let mut w = secret_watcher(&server, watcher::Config::default());
 
     // Initial list (only the selected Secret), then the watch.
-    expect_events(
-        &mut w,
-        &mut errors,
-        STEP,
-        &["Init", "InitApply(registry-info=v1)", "InitDone"],
-    )
-    .await;
+    let (mut w, mut errors) = watching(&server, watcher::Config::default(), "v1").await;
     assert!(
         server.wait_for_open_watches(1, STEP).await,
         "the watcher never opened a watch"
@@ -190,11 +219,7 @@ async fn watcher_lifecycle_reconnect_relist_and_outage_body() {
     expect_events(&mut w, &mut errors, STEP, &["Apply(registry-info=v4)"]).await;
 
     // A dropped connection: the watcher resumes from its last resourceVersion (no relist).
-    let lists_before = server
-        .requests()
-        .iter()
-        .filter(|r| r.is_secret_list())
-        .count();
+    let lists_before = secret_lists(&server);
     server.drop_connections();
     // A change while disconnected is replayed from history on resume.
     server.update_secret(NS, NAME, data("v5"));
@@ -251,17 +276,10 @@ async fn watcher_lifecycle_reconnect_relist_and_outage_body() {
 
     // An outage: every request gets 503 (kube's client retries them), then recovery. A change
     // made during the outage arrives afterwards, without a relist.
-    let lists_before = server
-        .requests()
-        .iter()
-        .filter(|r| r.is_secret_list())
-        .count();
+    let lists_before = secret_lists(&server);
     server.set_unavailable(true);
     server.drop_connections();
-    wait_until("a request got 503", STEP, || {
-        server.requests().iter().any(|r| r.status == 503)
-    })
-    .await;
+    wait_for_a_503(&server).await;
     server.update_secret(NS, NAME, data("v8"));
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(
@@ -275,11 +293,7 @@ async fn watcher_lifecycle_reconnect_relist_and_outage_body() {
     expect_events(&mut w, &mut errors, RECOVERY, &["Apply(registry-info=v8)"]).await;
     let recovery = recovery_started.elapsed();
     assert_eq!(
-        server
-            .requests()
-            .iter()
-            .filter(|r| r.is_secret_list())
-            .count(),
+        secret_lists(&server),
         lists_before,
         "an outage shorter than kube's retries resumes the watch"
     );
@@ -300,15 +314,7 @@ async fn watcher_relists_after_410_and_sees_deletion_in_relist() {
 async fn watcher_relists_after_410_and_sees_deletion_in_relist_body() {
     let server = FakeApiServer::start().await;
     server.create_secret(NS, NAME, data("a"));
-    let mut errors = Vec::new();
-    let mut w = secret_watcher(&server, watcher::Config::default());
-    expect_events(
-        &mut w,
-        &mut errors,
-        STEP,
-        &["Init", "InitApply(registry-info=a)", "InitDone"],
-    )
-    .await;
+    let (mut w, mut errors) = watching(&server, watcher::Config::default(), "a").await;
     assert!(server.wait_for_open_watches(1, STEP).await);
     // Cut the watch and keep the server unavailable while the Secret is deleted and the
     // history compacted: the resumed watch gets 410, and the relist shows no Secret.
@@ -316,10 +322,7 @@ async fn watcher_relists_after_410_and_sees_deletion_in_relist_body() {
     server.drop_connections();
     server.delete_secret(NS, NAME);
     server.compact_history();
-    wait_until("a request got 503", STEP, || {
-        server.requests().iter().any(|r| r.status == 503)
-    })
-    .await;
+    wait_for_a_503(&server).await;
     server.set_unavailable(false);
     expect_events(&mut w, &mut errors, RECOVERY, &["Init", "InitDone"]).await;
     assert!(errors.iter().any(|e| e.contains("410")), "{errors:?}");
@@ -333,15 +336,8 @@ async fn streaming_list_watcher_gets_initial_events_end_bookmark() {
 async fn streaming_list_watcher_gets_initial_events_end_bookmark_body() {
     let server = FakeApiServer::start().await;
     server.create_secret(NS, NAME, data("s1"));
-    let mut errors = Vec::new();
-    let mut w = secret_watcher(&server, watcher::Config::default().streaming_lists());
-    expect_events(
-        &mut w,
-        &mut errors,
-        STEP,
-        &["Init", "InitApply(registry-info=s1)", "InitDone"],
-    )
-    .await;
+    let (mut w, mut errors) =
+        watching(&server, watcher::Config::default().streaming_lists(), "s1").await;
     server.update_secret(NS, NAME, data("s2"));
     expect_events(&mut w, &mut errors, STEP, &["Apply(registry-info=s2)"]).await;
     let reqs = server.requests();
@@ -585,10 +581,7 @@ async fn raw_protocol_list_get_watch_body() {
     server.set_unavailable(true);
     let api2 = api.clone();
     let pending = tokio::spawn(async move { api2.get("a").await });
-    wait_until("a request got 503", STEP, || {
-        server.requests().iter().any(|r| r.status == 503)
-    })
-    .await;
+    wait_for_a_503(&server).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(!pending.is_finished(), "still retrying during the outage");
     server.set_unavailable(false);

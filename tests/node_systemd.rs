@@ -38,16 +38,17 @@
 mod node_support;
 mod support;
 
+use std::ffi::OsString;
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use node_support::{Node, http_get, metric, poll, rootfs, shared_deb, unique_name};
+use node_support::{Node, rootfs, shared_deb, unique_name};
 use regmirror::reload::cri::{CriClient, CriStatus};
-use support::ChildGuard;
 use support::cli::Secret;
 use support::registry::{Kind, Registry};
+use support::{ChildGuard, http_get, metric, poll_every};
 
 const DOCKER_REPO: &str = "airgap-images/docker.io/library/tiny";
 const UNIT: &str = "regmirror";
@@ -75,34 +76,11 @@ const HOST_BINS: &[(&str, &str)] = &[
     ("openssl", "openssl"),
 ];
 
-/// Skips the test (returns) when the prerequisites are missing.
+/// Skips the test (returns) when the prerequisites are missing, else times it.
 macro_rules! node_test {
     ($name:expr) => {
-        if !node_support::prerequisites($name, HOST_BINS) {
-            return;
-        }
-        let _timer = Timer::new($name);
+        skip_unless!(node_support::prerequisites($name, HOST_BINS), "node", $name)
     };
-}
-
-/// Prints a test's wall time when it ends (also on panic).
-struct Timer(&'static str, Instant);
-
-impl Timer {
-    fn new(name: &'static str) -> Timer {
-        Timer(name, Instant::now())
-    }
-}
-
-impl Drop for Timer {
-    fn drop(&mut self) {
-        let outcome = if std::thread::panicking() {
-            "FAILED"
-        } else {
-            "ok"
-        };
-        eprintln!("node {}: {outcome} in {:.2?}", self.0, self.1.elapsed());
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -208,6 +186,17 @@ fn assert_pull_via(node: &Node, reg: &Registry, image: &str, path: &str) {
     );
 }
 
+/// Runs `pulls` and asserts that `other` got no request meanwhile.
+fn assert_untouched(other: &Registry, pulls: impl FnOnce()) {
+    let mark = other.mark();
+    pulls();
+    assert!(
+        other.requests_since(mark).is_empty(),
+        "{}",
+        other.log_since(mark)
+    );
+}
+
 fn tail(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
@@ -262,12 +251,12 @@ fn containerd(node: &Node) -> Ctd {
 /// `dpkg -i` on a fresh node: enabled by the package, not started (no Secret yet).
 fn install(node: &Node) {
     let out = node.exec("dpkg -i /pkg/regmirror.deb 2>&1");
-    let text = node_support::stdout(&out);
+    let text = support::stdout(&out);
     assert!(out.status.success(), "dpkg -i:\n{text}");
     assert!(text.contains("enabled but not started"), "{text}");
     assert_eq!(node.ok("systemctl is-enabled regmirror").trim(), "enabled");
     assert_eq!(
-        node_support::stdout(&node.exec("systemctl is-active regmirror")).trim(),
+        support::stdout(&node.exec("systemctl is-active regmirror")).trim(),
         "inactive"
     );
 }
@@ -330,7 +319,7 @@ fn start_and_trace(node: &Node, verb: &str) -> StartTrace {
          echo CTD=$(systemctl show -p MainPID --value containerd) \
          $(journalctl -u containerd --no-pager -o cat | grep -c '^Started containerd')"
     );
-    let done = poll(SETTLE, Duration::from_millis(40), || {
+    let done = poll_every(SETTLE, Duration::from_millis(40), || {
         let out = node.ok(&probe);
         let get = |k: &str| {
             out.lines()
@@ -375,7 +364,7 @@ fn start_and_trace(node: &Node, verb: &str) -> StartTrace {
 /// Waits until the unit's StatusText satisfies `pred`; returns it.
 fn wait_status(node: &Node, what: &str, pred: impl Fn(&str) -> bool) -> String {
     let mut last = String::new();
-    poll(SETTLE, Duration::from_millis(100), || {
+    poll_every(SETTLE, Duration::from_millis(100), || {
         last = node.prop(UNIT, "StatusText");
         pred(&last).then(|| last.clone())
     })
@@ -458,11 +447,20 @@ fn edge(
     write_secret(&node, secret);
     let port = configure(&node, extra_default);
     before_start(&node);
-    let before = containerd(&node);
-    let trace = start_and_trace(&node, "start");
+    let trace = start_with_one_restart(&node, "start", "after the first apply");
+    Edge { node, port, trace }
+}
+
+/// `systemctl VERB` of the agent (see [`start_and_trace`]): READY=1 must come with an `applied
+/// spec` StatusText, containerd restarted exactly once, and then nothing more within [`QUIET`]
+/// (`why`, see [`assert_quiet`]).
+fn start_with_one_restart(node: &Node, verb: &str, why: &str) -> StartTrace {
+    let before = containerd(node);
+    let trace = start_and_trace(node, verb);
     eprintln!(
-        "{UNIT} active after {:.2} s (states {:?}); StatusText {:?}",
-        trace.active_after, trace.states, trace.status
+        "{UNIT} {verb}: active after {:.2} s (states {:?}); StatusText {:?}; containerd \
+         {before:?} → {:?}",
+        trace.active_after, trace.states, trace.status, trace.ctd
     );
     assert!(
         trace.status.starts_with("applied spec"),
@@ -475,8 +473,8 @@ fn edge(
         "containerd must have been restarted once when READY=1 arrived: {before:?} → {:?}",
         trace.ctd
     );
-    assert_quiet(&node, trace.ctd, "after the first apply");
-    Edge { node, port, trace }
+    assert_quiet(node, trace.ctd, why);
+    trace
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -670,7 +668,7 @@ fn watchdog_kills_a_stopped_agent_and_restart_does_not_touch_containerd() {
 
     let t = Instant::now();
     node.ok(&format!("kill -STOP {pid}"));
-    let (new_pid, status) = poll(Duration::from_secs(60), Duration::from_millis(200), || {
+    let (new_pid, status) = poll_every(Duration::from_secs(60), Duration::from_millis(200), || {
         let p = node.props(UNIT, &["MainPID", "ActiveState", "SubState", "StatusText"]);
         let m: u32 = p[0].1.parse().unwrap_or(0);
         (m != 0 && m != pid && p[1].1 == "active" && p[2].1 == "running")
@@ -747,14 +745,10 @@ fn secret_edits_restart_once_in_legacy_and_never_in_hosts_mode() {
         effective_docker_endpoints(node),
         serde_json::json!([format!("http://{}/v2/airgap-images/docker.io", b.host())])
     );
-    let a_mark = a.mark();
-    assert_pull_via(node, &b, "docker.io/library/tiny:2", &docker_path("2"));
-    assert_pull_via(node, &b, "docker.io/library/tiny:1", &docker_path("1"));
-    assert!(
-        a.requests_since(a_mark).is_empty(),
-        "{}",
-        a.log_since(a_mark)
-    );
+    assert_untouched(&a, || {
+        assert_pull_via(node, &b, "docker.io/library/tiny:2", &docker_path("2"));
+        assert_pull_via(node, &b, "docker.io/library/tiny:1", &docker_path("1"));
+    });
     assert_eq!(
         metric_of(e.port, "regmirror_containerd_restarts_total"),
         2.0
@@ -762,23 +756,7 @@ fn secret_edits_restart_once_in_legacy_and_never_in_hosts_mode() {
 
     // Hosts mode: config_path on (legacy mirrors removed): one restart.
     append_default(node, "REGMIRROR_MODE=hosts");
-    let before = containerd(node);
-    let trace = start_and_trace(node, "restart");
-    eprintln!(
-        "REGMIRROR_MODE=hosts: active after {:.2} s: {:?}; containerd {before:?} → {:?}",
-        trace.active_after, trace.status, trace.ctd
-    );
-    assert!(
-        trace.status.starts_with("applied spec"),
-        "{:?}",
-        trace.status
-    );
-    assert_eq!(
-        trace.ctd.starts,
-        before.starts + 1,
-        "config_path on: one restart"
-    );
-    assert_quiet(node, trace.ctd, "after switching to hosts mode");
+    let trace = start_with_one_restart(node, "restart", "after switching to hosts mode");
     let config = read_node(node, "/etc/containerd/config.toml");
     assert!(
         config.contains("config_path = \"/etc/containerd/certs.d\""),
@@ -815,13 +793,9 @@ fn secret_edits_restart_once_in_legacy_and_never_in_hosts_mode() {
         hosts.contains(&a.host()) && !hosts.contains(&b.host()),
         "{hosts}"
     );
-    let b_mark = b.mark();
-    assert_pull_via(node, &a, "docker.io/library/tiny:1", &docker_path("1"));
-    assert!(
-        b.requests_since(b_mark).is_empty(),
-        "{}",
-        b.log_since(b_mark)
-    );
+    assert_untouched(&b, || {
+        assert_pull_via(node, &a, "docker.io/library/tiny:1", &docker_path("1"))
+    });
     eprintln!("regmirror journal:\n{}", story(&node.journal(UNIT)));
 }
 
@@ -870,7 +844,7 @@ fn bad_config_is_rolled_back_and_reported() {
     node.ok("touch /run/regmirror-test/inject-config-path");
     let t = Instant::now();
     write_secret(node, &plain_secret(&b));
-    poll(SETTLE, Duration::from_millis(200), || {
+    poll_every(SETTLE, Duration::from_millis(200), || {
         (metric(&metrics(e.port), "regmirror_rollbacks_total") == Some(1.0)).then_some(())
     })
     .unwrap_or_else(|| panic!("no rollback:\n{}", story(&node.journal(UNIT))));
@@ -931,13 +905,9 @@ fn bad_config_is_rolled_back_and_reported() {
     let p = node.props(UNIT, &["ActiveState", "SubState", "NRestarts"]);
     assert_eq!(p[0].1, "active", "{p:?}");
     assert_eq!(p[2].1, "0", "{p:?}");
-    let b_mark = b.mark();
-    assert_pull_via(node, &a, "docker.io/library/tiny:1", &docker_path("1"));
-    assert!(
-        b.requests_since(b_mark).is_empty(),
-        "{}",
-        b.log_since(b_mark)
-    );
+    assert_untouched(&b, || {
+        assert_pull_via(node, &a, "docker.io/library/tiny:1", &docker_path("1"))
+    });
 }
 
 /// Case 5: the DaemonSet's reload path, from the host. `regmirror run` runs on the HOST (as a
@@ -957,6 +927,14 @@ fn daemonset_style_agent_on_the_host_restarts_the_nodes_containerd() {
     let original = read_node(&node, "/etc/containerd/config.toml");
     let leader = node.leader.to_string();
     let root = node.root();
+    // The agent's paths: the node's, through its root.
+    let node_paths = [
+        ("--config", "etc/containerd/config.toml"),
+        ("--certs-dir", "etc/containerd/certs.d"),
+        ("--state-dir", "var/lib/regmirror"),
+    ]
+    .map(|(flag, path)| [OsString::from(flag), root.join(path).into_os_string()])
+    .concat();
 
     let port = support::free_port();
     // A hostPID pod shares the PID namespace of the systemd it restarts through; the node's
@@ -979,12 +957,7 @@ fn daemonset_style_agent_on_the_host_restarts_the_nodes_containerd() {
         .arg("run")
         .arg("--secret-file")
         .arg(&secret)
-        .arg("--config")
-        .arg(root.join("etc/containerd/config.toml"))
-        .arg("--certs-dir")
-        .arg(root.join("etc/containerd/certs.d"))
-        .arg("--state-dir")
-        .arg(root.join("var/lib/regmirror"))
+        .args(&node_paths)
         .args(["--reload", "systemd", "--host-pid", &leader])
         .arg("--containerd-socket")
         .arg(node.cri_socket())
@@ -1002,7 +975,7 @@ fn daemonset_style_agent_on_the_host_restarts_the_nodes_containerd() {
     // signals go to the agent itself (host PID, the child of nsenter). If the test fails, this
     // guard stops it first; the node's power-off would kill it anyway (its PID namespace dies).
     let nsenter = agent.pid();
-    let inner = poll(Duration::from_secs(5), Duration::from_millis(20), || {
+    let inner = poll_every(Duration::from_secs(5), Duration::from_millis(20), || {
         std::fs::read_to_string(format!("/proc/{nsenter}/task/{nsenter}/children"))
             .ok()?
             .split_whitespace()
@@ -1019,7 +992,7 @@ fn daemonset_style_agent_on_the_host_restarts_the_nodes_containerd() {
         "the agent is not in the node's PID namespace"
     );
     let log = |agent: &ChildGuard| std::fs::read_to_string(&agent.stderr).unwrap_or_default();
-    poll(SETTLE, Duration::from_millis(100), || {
+    poll_every(SETTLE, Duration::from_millis(100), || {
         let m = metrics(port);
         (metric(&m, "regmirror_applies_total{result=\"changed\"}") == Some(1.0)
             && http_get(port, "/readyz").map(|r| r.0) == Some(200))
@@ -1057,7 +1030,7 @@ fn daemonset_style_agent_on_the_host_restarts_the_nodes_containerd() {
 
     // SIGTERM to the agent: a clean stop (nsenter then exits with the agent's status).
     drop(inner_guard);
-    let st = poll(Duration::from_secs(10), Duration::from_millis(50), || {
+    let st = poll_every(Duration::from_secs(10), Duration::from_millis(50), || {
         agent.exited()
     })
     .or_else(|| agent.stop(Duration::from_secs(1)));
@@ -1066,12 +1039,7 @@ fn daemonset_style_agent_on_the_host_restarts_the_nodes_containerd() {
     let out = support::run(
         Command::new(support::cli::BIN)
             .arg("revert")
-            .arg("--config")
-            .arg(root.join("etc/containerd/config.toml"))
-            .arg("--certs-dir")
-            .arg(root.join("etc/containerd/certs.d"))
-            .arg("--state-dir")
-            .arg(root.join("var/lib/regmirror"))
+            .args(&node_paths)
             .args(["--reload", "none"]),
     );
     eprintln!("revert: {}", out.trim());
@@ -1106,7 +1074,7 @@ fn reinstall_keeps_state_and_does_not_restart_containerd() {
 
     // dpkg -i over the installed package: try-restart of the running agent, nothing else.
     let out = node.exec("dpkg -i /pkg/regmirror.deb 2>&1");
-    assert!(out.status.success(), "{}", node_support::stdout(&out));
+    assert!(out.status.success(), "{}", support::stdout(&out));
     let status = wait_status(node, "the agent after the upgrade-style install", |s| {
         s.starts_with("up to date")
     });
@@ -1121,11 +1089,11 @@ fn reinstall_keeps_state_and_does_not_restart_containerd() {
 
     // dpkg -r: the agent stops, the configuration and the state stay.
     let out = node.exec("dpkg -r regmirror 2>&1");
-    let text = node_support::stdout(&out);
+    let text = support::stdout(&out);
     assert!(out.status.success(), "dpkg -r:\n{text}");
     assert!(text.contains("stays in place"), "{text}");
     assert_eq!(
-        node_support::stdout(&node.exec("systemctl is-active regmirror")).trim(),
+        support::stdout(&node.exec("systemctl is-active regmirror")).trim(),
         "inactive"
     );
     assert_eq!(sums(), files, "dpkg -r changed the state or config.toml");
@@ -1134,11 +1102,11 @@ fn reinstall_keeps_state_and_does_not_restart_containerd() {
     // dpkg -i again: the Secret is there, so the agent runs again; it finds its state and has
     // nothing to do.
     let out = node.exec("dpkg -i /pkg/regmirror.deb 2>&1");
-    let text = node_support::stdout(&out);
+    let text = support::stdout(&out);
     assert!(out.status.success(), "dpkg -i:\n{text}");
     eprintln!("dpkg -i after dpkg -r:\n{}", text.trim());
     assert_eq!(node.ok("systemctl is-enabled regmirror").trim(), "enabled");
-    let active = poll(Duration::from_secs(10), Duration::from_millis(200), || {
+    let active = poll_every(Duration::from_secs(10), Duration::from_millis(200), || {
         (node.prop(UNIT, "ActiveState") == "active").then_some(())
     });
     assert!(

@@ -7,20 +7,28 @@
 //! (`cargo install cargo-deb --locked`), `helm` (`packaging/install-test-tools.sh`), optionally
 //! `shellcheck`. A missing tool skips its test with a message, unless `REGMIRROR_E2E=1`, where
 //! it fails naming the install command. With `REGMIRROR_E2E=1`, `deb_installs_and_runs_on_a_systemd_node`
-//! also installs the package on a throw-away systemd node (`shared/tools/nspawn-node`).
+//! also installs the package on a throw-away systemd node (`shared/tools/nspawn-node`, through
+//! `tests/node_support`).
+
+mod node_support;
+mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::Instant;
 
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{Container, PodSpec, Probe, ServiceAccount};
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding};
+use k8s_openapi::api::rbac::v1::{
+    ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject,
+};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use node_support::{Node, build_deb, prerequisites, repo, require_tool, rootfs, unique_name};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use support::{e2e, run, stdout};
 
 /// Highest accepted `systemd-analyze security` exposure (measured: 2.2 with systemd 252).
 const MAX_EXPOSURE: f64 = 2.5;
@@ -63,50 +71,6 @@ const RUN_FLAGS: [&str; 20] = [
 // ---------------------------------------------------------------------------------------------
 // helpers
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn e2e() -> bool {
-    std::env::var("REGMIRROR_E2E").is_ok_and(|v| v == "1")
-}
-
-/// `Some(path)` if `tool` is on PATH. Otherwise skips (returns `None`) or, under
-/// `REGMIRROR_E2E=1`, panics naming how to install it.
-fn require_tool(tool: &str, install: &str) -> Option<PathBuf> {
-    let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join(tool))
-            .find(|p| p.is_file())
-    });
-    if found.is_none() {
-        assert!(
-            !e2e(),
-            "`{tool}` is missing (REGMIRROR_E2E=1): install it with `{install}`"
-        );
-        eprintln!("skipped: `{tool}` not found (install: `{install}`)");
-    }
-    found
-}
-
-fn run(cmd: &mut Command) -> Output {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 fn read(path: &Path) -> String {
     fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
 }
@@ -124,15 +88,18 @@ fn unit_keys(text: &str) -> BTreeMap<String, Vec<String>> {
     keys
 }
 
-/// A copy of the unit whose `ExecStart` runs the binary cargo built for this test.
-fn unit_with_built_binary(dir: &Path) -> PathBuf {
+/// A copy of the unit whose `ExecStart` runs the binary cargo built for this test, in a temp
+/// dir, for `systemd-analyze`; `None` (skip) when that is missing.
+fn unit_with_built_binary() -> Option<(tempfile::TempDir, PathBuf)> {
+    require_tool("systemd-analyze", "apt-get install -y systemd")?;
+    let dir = tempfile::tempdir().unwrap();
     let unit = read(&repo().join("systemd").join(UNIT_NAME));
     let exec = "ExecStart=/usr/bin/regmirror ";
     assert!(unit.contains(exec), "the unit must run {exec:?}");
     let bin = env!("CARGO_BIN_EXE_regmirror");
-    let path = dir.join(UNIT_NAME);
+    let path = dir.path().join(UNIT_NAME);
     fs::write(&path, unit.replace(exec, &format!("ExecStart={bin} "))).unwrap();
-    path
+    Some((dir, path))
 }
 
 /// `systemd-analyze verify`: exit 0 AND no output (it exits 0 on unknown keys, bad values).
@@ -156,10 +123,9 @@ fn verify_unit(args: &[&str]) {
 
 /// The overall exposure score printed by `systemd-analyze security --offline=yes`.
 fn exposure(args: &[&str]) -> f64 {
-    let out = run(Command::new("systemd-analyze")
+    let text = run(Command::new("systemd-analyze")
         .args(["security", "--offline=yes", "--no-pager"])
         .args(args));
-    let text = stdout(&out);
     let line = text
         .lines()
         .find(|l| l.contains("Overall exposure level"))
@@ -250,11 +216,9 @@ fn systemd_unit_has_the_required_settings() {
 
 #[test]
 fn systemd_unit_verifies_without_any_message() {
-    if require_tool("systemd-analyze", "apt-get install -y systemd").is_none() {
+    let Some((dir, unit)) = unit_with_built_binary() else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let unit = unit_with_built_binary(dir.path());
+    };
     verify_unit(&[unit.to_str().unwrap()]);
 
     // The check itself must catch what it is for.
@@ -273,11 +237,9 @@ fn systemd_unit_verifies_without_any_message() {
 
 #[test]
 fn systemd_unit_exposure_is_low() {
-    if require_tool("systemd-analyze", "apt-get install -y systemd").is_none() {
+    let Some((_dir, unit)) = unit_with_built_binary() else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let unit = unit_with_built_binary(dir.path());
+    };
     let score = exposure(&[unit.to_str().unwrap()]);
     println!("systemd-analyze security exposure of {UNIT_NAME}: {score}");
     assert!(
@@ -396,56 +358,6 @@ fn maintainer_scripts_are_sound() {
     }
 }
 
-/// A `.deb` made by cargo-deb from the binary cargo built for these tests, and where it is.
-struct BuiltDeb {
-    dir: tempfile::TempDir,
-    deb: PathBuf,
-}
-
-/// `cargo deb --no-build --strip` on a copy of the test binary placed where cargo-deb looks for a
-/// release build (a private CARGO_TARGET_DIR), so no second (release, ~145 s) build is needed.
-fn build_deb() -> Option<BuiltDeb> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let has_cargo_deb = Command::new(&cargo)
-        .args(["deb", "--version"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !has_cargo_deb {
-        assert!(
-            !e2e(),
-            "cargo-deb is missing (REGMIRROR_E2E=1): `cargo install cargo-deb --locked`"
-        );
-        eprintln!("skipped: cargo-deb not found (`cargo install cargo-deb --locked`)");
-        return None;
-    }
-    require_tool("dpkg-deb", "apt-get install -y dpkg")?;
-    let dir = tempfile::tempdir().unwrap();
-    let target = dir.path().join("target");
-    fs::create_dir_all(target.join("release")).unwrap();
-    fs::copy(
-        env!("CARGO_BIN_EXE_regmirror"),
-        target.join("release/regmirror"),
-    )
-    .unwrap();
-    let out_dir = dir.path().join("out");
-    let t = Instant::now();
-    let out = run(Command::new(&cargo)
-        .args(["deb", "--no-build", "--strip", "--fast", "--manifest-path"])
-        .arg(repo().join("Cargo.toml"))
-        .arg("-o")
-        .arg(&out_dir)
-        .env("CARGO_TARGET_DIR", &target));
-    eprintln!("cargo deb: {:.1?}", t.elapsed());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!stderr.contains("warning"), "cargo deb warned:\n{stderr}");
-    let deb = fs::read_dir(&out_dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.extension().is_some_and(|e| e == "deb"))
-        .expect("cargo deb wrote no .deb");
-    Some(BuiltDeb { dir, deb })
-}
-
 #[test]
 fn deb_package_has_the_right_files_and_scripts() {
     if require_tool("systemd-analyze", "apt-get install -y systemd").is_none() {
@@ -464,7 +376,7 @@ fn deb_package_has_the_right_files_and_scripts() {
         .arg(&control));
 
     // File list (cargo-deb 3 installs units under usr/lib; Debian 12 has merged /usr).
-    let listing = stdout(&run(Command::new("dpkg-deb").arg("-c").arg(&built.deb)));
+    let listing = run(Command::new("dpkg-deb").arg("-c").arg(&built.deb));
     let files: BTreeSet<String> = listing
         .lines()
         .filter(|l| l.starts_with('-'))
@@ -698,6 +610,16 @@ fn run_args(container: &Container) -> BTreeMap<String, String> {
     flags
 }
 
+/// The spec of a DaemonSet's pod template.
+fn pod_spec(ds: &DaemonSet) -> &PodSpec {
+    ds.spec.as_ref().unwrap().template.spec.as_ref().unwrap()
+}
+
+/// The (one) container of a DaemonSet's pod.
+fn container(ds: &DaemonSet) -> &Container {
+    &pod_spec(ds).containers[0]
+}
+
 fn http_get_of(probe: Option<&Probe>, what: &str) -> (String, IntOrString) {
     let get = probe
         .and_then(|p| p.http_get.as_ref())
@@ -711,12 +633,20 @@ fn check_bundle(b: &Bundle, e: &Expect) {
     let sa = &b.service_accounts[0].metadata;
     let sa_name = sa.name.as_deref().unwrap();
     assert_eq!(sa.namespace.as_deref(), Some(e.workload_namespace));
-    let is_our_sa = |subjects: &Option<Vec<k8s_openapi::api::rbac::v1::Subject>>| {
+    let is_our_sa = |subjects: &Option<Vec<Subject>>| {
         let s = subjects.as_deref().unwrap_or_default();
         s.len() == 1
             && s[0].kind == "ServiceAccount"
             && s[0].name == sa_name
             && s[0].namespace.as_deref() == Some(e.workload_namespace)
+    };
+    // A (Cluster)RoleBinding `what`: of the `kind` named `name`, to our ServiceAccount only.
+    let binds_our_sa = |role_ref: &RoleRef, subjects: &Option<Vec<Subject>>, kind, name, what| {
+        assert_eq!(
+            (role_ref.kind.as_str(), Some(role_ref.name.as_str())),
+            (kind, name)
+        );
+        assert!(is_our_sa(subjects), "{what} subjects");
     };
 
     // Role: one rule, get/list/watch on exactly the one Secret, in the Secret's namespace.
@@ -736,39 +666,38 @@ fn check_bundle(b: &Bundle, e: &Expect) {
     assert_eq!(b.role_bindings.len(), 1);
     let rb = &b.role_bindings[0];
     assert_eq!(rb.metadata.namespace.as_deref(), Some(e.secret_namespace));
-    assert_eq!(
-        (rb.role_ref.kind.as_str(), Some(rb.role_ref.name.as_str())),
-        ("Role", role.metadata.name.as_deref())
+    binds_our_sa(
+        &rb.role_ref,
+        &rb.subjects,
+        "Role",
+        role.metadata.name.as_deref(),
+        "RoleBinding",
     );
-    assert!(is_our_sa(&rb.subjects), "RoleBinding subjects");
 
     // ClusterRole: node get/patch and Events, nothing else (no secrets, no wildcards).
     assert_eq!(b.cluster_roles.len(), 1);
     let cr = &b.cluster_roles[0];
     let crules = cr.rules.as_deref().unwrap_or_default();
     assert_eq!(crules.len(), 3, "{crules:?}");
-    assert!(
-        crules
-            .iter()
-            .any(|r| rule_is(r, "", "nodes", &["get", "patch"]))
-    );
-    assert!(
-        crules
-            .iter()
-            .any(|r| rule_is(r, "", "events", &["create", "patch"]))
-    );
-    assert!(
-        crules
-            .iter()
-            .any(|r| rule_is(r, "events.k8s.io", "events", &["create", "patch"]))
-    );
+    for (group, resource, verbs) in [
+        ("", "nodes", &["get", "patch"]),
+        ("", "events", &["create", "patch"]),
+        ("events.k8s.io", "events", &["create", "patch"]),
+    ] {
+        assert!(
+            crules.iter().any(|r| rule_is(r, group, resource, verbs)),
+            "no rule for {group:?} {resource} {verbs:?}: {crules:?}"
+        );
+    }
     assert_eq!(b.cluster_role_bindings.len(), 1);
     let crb = &b.cluster_role_bindings[0];
-    assert_eq!(
-        (crb.role_ref.kind.as_str(), Some(crb.role_ref.name.as_str())),
-        ("ClusterRole", cr.metadata.name.as_deref())
+    binds_our_sa(
+        &crb.role_ref,
+        &crb.subjects,
+        "ClusterRole",
+        cr.metadata.name.as_deref(),
+        "ClusterRoleBinding",
     );
-    assert!(is_our_sa(&crb.subjects), "ClusterRoleBinding subjects");
 
     // DaemonSet
     assert_eq!(b.daemon_sets.len(), 1);
@@ -930,8 +859,7 @@ fn check_bundle(b: &Bundle, e: &Expect) {
 fn kubernetes_manifests_are_least_privilege() {
     let bundle = plain_manifests();
     check_bundle(&bundle, &DEFAULTS);
-    let pod = bundle.daemon_sets[0].spec.as_ref().unwrap();
-    let sc = pod.template.spec.as_ref().unwrap().containers[0]
+    let sc = container(&bundle.daemon_sets[0])
         .security_context
         .as_ref()
         .unwrap();
@@ -960,24 +888,13 @@ fn helm_template(helm: &Path, extra: &[&str]) -> Bundle {
         .arg(&chart)
         .args(extra));
     let mut bundle = Bundle::default();
-    parse_bundle(
-        &stdout(&out),
-        &format!("helm template {extra:?}"),
-        &mut bundle,
-    );
+    parse_bundle(&out, &format!("helm template {extra:?}"), &mut bundle);
     bundle
 }
 
 /// The pod spec with the container's args removed (they are compared flag by flag).
 fn pod_without_args(b: &Bundle) -> serde_json::Value {
-    let mut pod: PodSpec = b.daemon_sets[0]
-        .spec
-        .as_ref()
-        .unwrap()
-        .template
-        .spec
-        .clone()
-        .unwrap();
+    let mut pod: PodSpec = pod_spec(&b.daemon_sets[0]).clone();
     pod.containers[0].args = None;
     serde_json::to_value(pod).unwrap()
 }
@@ -1008,28 +925,8 @@ fn helm_chart_renders_the_same_objects() {
     let update =
         |b: &Bundle| serde_json::to_value(&b.daemon_sets[0].spec.as_ref().unwrap().update_strategy);
     assert_eq!(update(&plain).unwrap(), update(&rendered).unwrap());
-    let plain_flags = run_args(
-        &plain.daemon_sets[0]
-            .spec
-            .as_ref()
-            .unwrap()
-            .template
-            .spec
-            .as_ref()
-            .unwrap()
-            .containers[0],
-    );
-    let chart_flags = run_args(
-        &rendered.daemon_sets[0]
-            .spec
-            .as_ref()
-            .unwrap()
-            .template
-            .spec
-            .as_ref()
-            .unwrap()
-            .containers[0],
-    );
+    let plain_flags = run_args(container(&plain.daemon_sets[0]));
+    let chart_flags = run_args(container(&rendered.daemon_sets[0]));
     for (flag, value) in &plain_flags {
         assert_eq!(chart_flags.get(flag), Some(value), "--{flag}");
     }
@@ -1067,7 +964,7 @@ fn helm_chart_renders_the_same_objects() {
     check_bundle(&old, &DEFAULTS);
     let template = &old.daemon_sets[0].spec.as_ref().unwrap().template;
     assert!(
-        template.spec.as_ref().unwrap().containers[0]
+        container(&old.daemon_sets[0])
             .security_context
             .as_ref()
             .unwrap()
@@ -1116,41 +1013,6 @@ fn containerfile_builds_the_daemonset_image() {
 // ---------------------------------------------------------------------------------------------
 // End to end on a booted systemd node (REGMIRROR_E2E=1)
 
-/// A node booted by `nspawn-node`, powered off on drop.
-struct Node<'a> {
-    tool: &'a Path,
-    name: String,
-}
-
-impl Node<'_> {
-    fn exec(&self, script: &str) -> Output {
-        Command::new(self.tool)
-            .args(["exec", &self.name, "bash", "-c", script])
-            .output()
-            .expect("nspawn-node exec")
-    }
-    fn ok(&self, script: &str) -> String {
-        let out = self.exec(script);
-        assert!(
-            out.status.success(),
-            "on the node: {script}\n{}\n{}\n--- journal:\n{}",
-            stdout(&out),
-            String::from_utf8_lossy(&out.stderr),
-            stdout(&self.exec("journalctl -u regmirror --no-pager -n 60 -o cat"))
-        );
-        stdout(&out)
-    }
-}
-
-impl Drop for Node<'_> {
-    fn drop(&mut self) {
-        let _ = Command::new(self.tool).args(["down", &self.name]).output();
-        // `down` keeps the node's /var/lib/containerd (in /run): remove it too.
-        let state = std::env::var_os("NSPAWN_STATE").unwrap_or_else(|| "/run/nspawn-node".into());
-        let _ = fs::remove_dir_all(Path::new(&state).join(format!("{}-containerd", self.name)));
-    }
-}
-
 /// The capabilities `ctr run` gives by default (containerd 1.6), dropped unless asked for.
 const CTR_DEFAULT_CAPS: [&str; 14] = [
     "CAP_CHOWN",
@@ -1187,7 +1049,7 @@ fn pod_rootfs(dest: &Path) {
         fs::create_dir_all(dest.join(dir)).unwrap();
     }
     fs::copy(bin, dest.join("usr/bin/regmirror")).unwrap();
-    let ldd = stdout(&run(Command::new("ldd").arg(bin)));
+    let ldd = run(Command::new("ldd").arg(bin));
     for lib in ldd.split_whitespace().filter(|w| w.starts_with('/')) {
         let target = dest.join(lib.trim_start_matches('/'));
         fs::create_dir_all(target.parent().unwrap()).unwrap();
@@ -1198,7 +1060,7 @@ fn pod_rootfs(dest: &Path) {
 /// Runs `regmirror ARGS` on the node in a container set up like the DaemonSet's (with `caps`
 /// instead of the manifest's). Returns its output and whether containerd was restarted.
 fn pod_like(node: &Node, ds: &DaemonSet, caps: &BTreeSet<String>, args: &str) -> (String, bool) {
-    let pod = ds.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+    let pod = pod_spec(ds);
     let c = &pod.containers[0];
     let sc = c.security_context.as_ref().unwrap();
     let mut flags = vec!["--rootfs".to_string()];
@@ -1273,25 +1135,16 @@ fn deb_installs_and_runs_on_a_systemd_node() {
         eprintln!("skipped: set REGMIRROR_E2E=1 to install the .deb on an nspawn systemd node");
         return;
     }
-    let tool = std::env::var_os("REGMIRROR_NSPAWN_NODE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join("../shared/tools/nspawn-node"));
-    assert!(tool.is_file(), "{} missing", tool.display());
-    assert!(nix::unistd::geteuid().is_root(), "nspawn-node needs root");
+    // Under REGMIRROR_E2E=1 this panics naming what is missing (root, nspawn-node, ...).
+    assert!(prerequisites(
+        "deb_installs_and_runs_on_a_systemd_node",
+        &[]
+    ));
     let built = build_deb().expect("REGMIRROR_E2E=1 requires cargo-deb");
     let t = Instant::now();
 
-    // A Debian 12 rootfs with systemd + containerd: reuse REGMIRROR_NSPAWN_ROOTFS, else make one.
-    let rootfs = match std::env::var_os("REGMIRROR_NSPAWN_ROOTFS") {
-        Some(p) if Path::new(&p).join("usr/bin/containerd").exists() => PathBuf::from(p),
-        other => {
-            let p = other
-                .map(PathBuf::from)
-                .unwrap_or_else(|| built.dir.path().join("rootfs"));
-            run(Command::new(&tool).arg("rootfs").arg(&p));
-            p
-        }
-    };
+    // A Debian 12 rootfs with systemd + containerd: REGMIRROR_NSPAWN_ROOTFS or the cached one.
+    let rootfs = rootfs();
     eprintln!("rootfs ready: {:.1?}", t.elapsed());
     let pkg = built.dir.path().join("pkg");
     fs::create_dir_all(&pkg).unwrap();
@@ -1302,13 +1155,11 @@ fn deb_installs_and_runs_on_a_systemd_node() {
     )
     .unwrap();
     fs::write(pkg.join("registry-secret.yaml"), E2E_SECRET).unwrap();
-    let name = format!("regmirror-pkg-{}", std::process::id());
-    run(Command::new(&tool)
-        .arg("up")
-        .arg(&rootfs)
-        .arg(&name)
-        .arg(format!("--bind-ro={}:/pkg", pkg.display())));
-    let node = Node { tool: &tool, name };
+    let node = Node::up(
+        &rootfs,
+        &unique_name("regmirror-pkg"),
+        &[format!("--bind-ro={}:/pkg", pkg.display())],
+    );
     eprintln!("node up: {:.1?}", t.elapsed());
 
     // Install: enabled, not started (no Secret source yet).
@@ -1370,15 +1221,7 @@ fn deb_installs_and_runs_on_a_systemd_node() {
     // host's systemctl and health-check it through the mounted socket directory; without any
     // one of SYS_ADMIN, SYS_CHROOT, SYS_PTRACE it must not manage to.
     let ds = plain_manifests().daemon_sets.remove(0);
-    let caps: BTreeSet<String> = ds
-        .spec
-        .as_ref()
-        .unwrap()
-        .template
-        .spec
-        .as_ref()
-        .unwrap()
-        .containers[0]
+    let caps: BTreeSet<String> = container(&ds)
         .security_context
         .as_ref()
         .and_then(|sc| sc.capabilities.as_ref())

@@ -1,5 +1,6 @@
 //! Helpers shared by `golden.rs`, `roundtrip.rs` and `bad_input.rs`: Secret builders, the pure
-//! render call, a readable dump of a render, a file-tree snapshot and the CLI runner.
+//! render call, a readable dump of a render, a file-tree snapshot and the CLI runner; and the
+//! agent's command line for `daemon_file.rs` and `daemon_kube.rs`.
 
 #![allow(dead_code)]
 
@@ -226,6 +227,26 @@ pub fn run(args: &[&str]) -> Output {
     }
     cmd.env("NO_COLOR", "1");
     cmd.output().expect("run regmirror")
+}
+
+/// `regmirror run` on the containerd files in `dir` (`config.toml`, `certs.d`, `state`) as the
+/// daemon tests run it: no reload, a 200 ms debounce, no restart jitter. The caller adds the
+/// source, `--listen` and the environment.
+pub fn agent_command(dir: &Path) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("run")
+        .args(["--config", dir.join("config.toml").to_str().unwrap()])
+        .args(["--certs-dir", dir.join("certs.d").to_str().unwrap()])
+        .args(["--state-dir", dir.join("state").to_str().unwrap()])
+        .args([
+            "--reload",
+            "none",
+            "--debounce",
+            "200ms",
+            "--restart-jitter",
+            "0",
+        ]);
+    cmd
 }
 
 /// stdout + stderr of a run, for assertion messages.

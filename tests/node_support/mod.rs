@@ -11,25 +11,26 @@
 //!   binary in a private `CARGO_TARGET_DIR` (no second, release, build).
 //! - [`Node`]: `up` / `exec` / `ok` / `down`, the node's root and CRI socket as seen from the host
 //!   (`/proc/<leader>/root/...`).
+//!
+//! Built on `tests/support` (`which`, `run_output`, `poll_every`, the prerequisite checks): a test
+//! crate declares `mod support;` next to `mod node_support;`.
 
 #![allow(dead_code)]
 
 use std::fs;
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddrV4, TcpStream};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use super::support::{
+    e2e, missing_binaries, poll_every, prerequisites_verdict, run_output, stdout, which,
+};
+
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// `REGMIRROR_E2E=1`: a missing prerequisite is a failure, not a skip.
-pub fn e2e() -> bool {
-    std::env::var("REGMIRROR_E2E").is_ok_and(|v| v == "1")
 }
 
 /// `shared/tools/nspawn-node` (or `REGMIRROR_NSPAWN_NODE`).
@@ -46,18 +47,6 @@ pub fn target_dir() -> PathBuf {
         .and_then(Path::parent)
         .expect("binary under <target>/<profile>/")
         .to_path_buf()
-}
-
-/// The first executable `name` on `PATH`.
-pub fn which(name: &str) -> Option<PathBuf> {
-    use std::os::unix::fs::PermissionsExt;
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .map(|d| d.join(name))
-        .find(|p| {
-            p.metadata()
-                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        })
 }
 
 /// `Some(path)` if `tool` is on PATH. Otherwise skips (returns `None`) or, under
@@ -103,33 +92,11 @@ pub fn prerequisites(test: &str, bins: &[(&str, &str)]) -> bool {
         needed.push(("debootstrap", "debootstrap"));
     }
     needed.extend_from_slice(bins);
-    let missing: Vec<(&str, &str)> = needed
-        .into_iter()
-        .filter(|(bin, _)| which(bin).is_none())
-        .collect();
-    if !missing.is_empty() {
-        let bins: Vec<&str> = missing.iter().map(|(b, _)| *b).collect();
-        let mut pkgs: Vec<&str> = missing.iter().map(|(_, p)| *p).collect();
-        pkgs.sort_unstable();
-        pkgs.dedup();
-        problems.push(format!(
-            "missing {}: apt-get install -y {}",
-            bins.join(", "),
-            pkgs.join(" ")
-        ));
-    }
+    problems.extend(missing_binaries(needed));
     if !has_cargo_deb() {
         problems.push("cargo-deb is missing: cargo install cargo-deb --locked".to_string());
     }
-    if problems.is_empty() {
-        return true;
-    }
-    let msg = problems.join("; ");
-    if e2e() {
-        panic!("{test}: systemd node prerequisites not met (REGMIRROR_E2E=1): {msg}");
-    }
-    eprintln!("skipped: {test}: {msg} (set REGMIRROR_E2E=1 to make this a failure)");
-    false
+    prerequisites_verdict(test, "systemd node", &problems)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -176,7 +143,7 @@ pub fn rootfs() -> PathBuf {
             let _ = fs::remove_dir_all(&path);
             let t = Instant::now();
             eprintln!("building the node rootfs in {} ...", path.display());
-            run(Command::new(tool()).arg("rootfs").arg(&partial));
+            run_output(Command::new(tool()).arg("rootfs").arg(&partial));
             fs::rename(&partial, &path).unwrap();
             eprintln!("node rootfs built in {:.1?}", t.elapsed());
             path
@@ -220,12 +187,14 @@ pub fn build_deb() -> Option<BuiltDeb> {
     .unwrap();
     let out_dir = dir.path().join("out");
     let t = Instant::now();
-    let out = run(Command::new(&cargo)
-        .args(["deb", "--no-build", "--strip", "--fast", "--manifest-path"])
-        .arg(repo().join("Cargo.toml"))
-        .arg("-o")
-        .arg(&out_dir)
-        .env("CARGO_TARGET_DIR", &target));
+    let out = run_output(
+        Command::new(&cargo)
+            .args(["deb", "--no-build", "--strip", "--fast", "--manifest-path"])
+            .arg(repo().join("Cargo.toml"))
+            .arg("-o")
+            .arg(&out_dir)
+            .env("CARGO_TARGET_DIR", &target),
+    );
     eprintln!("cargo deb: {:.1?}", t.elapsed());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains("warning"), "cargo deb warned:\n{stderr}");
@@ -273,26 +242,6 @@ pub fn shared_deb() -> &'static Path {
 
 // ---------------------------------------------------------------------------------------------
 // The node
-
-/// Runs `cmd` to completion; panics with its output unless it succeeds.
-pub fn run(cmd: &mut Command) -> Output {
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-pub fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// A node name unique in this process and among processes: `<prefix>-<pid>-<n>`.
 pub fn unique_name(prefix: &str) -> String {
@@ -534,7 +483,7 @@ impl Drop for Node {
 fn wait_booted(nspawn: u32) {
     let pid_ns = |p: u32| fs::read_link(format!("/proc/{p}/ns/pid")).ok();
     let own = pid_ns(nspawn);
-    let _ = poll(Duration::from_secs(30), Duration::from_millis(100), || {
+    let _ = poll_every(Duration::from_secs(30), Duration::from_millis(100), || {
         let children = fs::read_to_string(format!("/proc/{nspawn}/task/{nspawn}/children")).ok()?;
         let init = children
             .split_whitespace()
@@ -561,46 +510,4 @@ fn state_dir() -> PathBuf {
     std::env::var_os("NSPAWN_STATE")
         .map(PathBuf::from)
         .unwrap_or_else(|| "/run/nspawn-node".into())
-}
-
-// ---------------------------------------------------------------------------------------------
-// Small helpers
-
-/// Polls `f` every `every` until it returns `Some`, or `timeout` passes.
-pub fn poll<T>(timeout: Duration, every: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return Some(v);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        std::thread::sleep(every);
-    }
-}
-
-/// A plain HTTP/1.1 GET on 127.0.0.1:`port`: (status, body).
-pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
-    let addr = SocketAddrV4::new(Ipv4Addr::LOCALHOST, port);
-    let mut s = TcpStream::connect_timeout(&addr.into(), Duration::from_millis(500)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).ok()?;
-    let status = buf.split(' ').nth(1)?.parse().ok()?;
-    let body = buf.split_once("\r\n\r\n")?.1.to_string();
-    Some((status, body))
-}
-
-/// The value of `series` (name plus labels, exactly as printed) in a Prometheus text body.
-pub fn metric(text: &str, series: &str) -> Option<f64> {
-    text.lines().find_map(|l| {
-        let (k, v) = l.rsplit_once(' ')?;
-        if k == series { v.parse().ok() } else { None }
-    })
 }

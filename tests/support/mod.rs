@@ -1,8 +1,12 @@
 //! Helpers for the end-to-end suite against a real containerd and a real docker-registry.
 //!
-//! - [`prerequisites`]: root + the Debian binaries, else skip (or panic under `REGMIRROR_E2E=1`).
+//! - [`prerequisites`]: root + the Debian binaries, else skip (or panic under `REGMIRROR_E2E=1`);
+//!   `e2e!(name)` (or `skip_unless!` with another check) skips a test that way and times it
+//!   ([`Timer`]).
 //! - [`ChildGuard`]: a started process, killed by PID on drop (also when a test panics).
 //! - [`registry`], [`containerd`], [`image`], [`tls`], [`cli`]: the pieces a test puts together.
+//! - Small helpers, shared with `tests/node_support` too: [`which`], [`run`] / [`run_output`],
+//!   [`poll`] / [`poll_every`], [`http_get`] and [`metric`] for the agent's endpoints.
 //!
 //! Every process binds on 127.0.0.1 only, every file lives in a per-test temp dir (removed on
 //! drop; set `REGMIRROR_E2E_KEEP=1` to keep them for a post-mortem).
@@ -16,10 +20,11 @@ pub mod registry;
 pub mod tls;
 
 use std::fs::File;
+use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
@@ -35,6 +40,11 @@ pub const REQUIRED: &[(&str, &str)] = &[
     ("openssl", "openssl"),
 ];
 
+/// `REGMIRROR_E2E=1`: a missing prerequisite is a failure, not a skip.
+pub fn e2e() -> bool {
+    std::env::var("REGMIRROR_E2E").is_ok_and(|v| v == "1")
+}
+
 /// True when the suite can run. Otherwise: with `REGMIRROR_E2E=1` it panics naming what to
 /// install; without it, prints `skipped: …` to stderr and returns false.
 pub fn prerequisites(test: &str) -> bool {
@@ -42,30 +52,99 @@ pub fn prerequisites(test: &str) -> bool {
     if !nix::unistd::geteuid().is_root() {
         problems.push("must run as root (containerd needs it)".to_string());
     }
-    let missing: Vec<(&str, &str)> = REQUIRED
-        .iter()
-        .copied()
+    problems.extend(missing_binaries(REQUIRED.iter().copied()));
+    prerequisites_verdict(test, "end-to-end", &problems)
+}
+
+/// Of `needed` (binary, Debian package), the binaries not on `PATH` and how to install them:
+/// `missing B1, B2: apt-get install -y P1 P2`, or `None` when all are there.
+pub fn missing_binaries<'a>(
+    needed: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> Option<String> {
+    let missing: Vec<(&str, &str)> = needed
+        .into_iter()
         .filter(|(bin, _)| which(bin).is_none())
         .collect();
-    if !missing.is_empty() {
-        let bins: Vec<&str> = missing.iter().map(|(b, _)| *b).collect();
-        let mut pkgs: Vec<&str> = missing.iter().map(|(_, p)| *p).collect();
-        pkgs.dedup();
-        problems.push(format!(
-            "missing {}: apt-get install -y {}",
-            bins.join(", "),
-            pkgs.join(" ")
-        ));
+    if missing.is_empty() {
+        return None;
     }
+    let bins: Vec<&str> = missing.iter().map(|(b, _)| *b).collect();
+    let mut pkgs: Vec<&str> = missing.iter().map(|(_, p)| *p).collect();
+    pkgs.sort_unstable();
+    pkgs.dedup();
+    Some(format!(
+        "missing {}: apt-get install -y {}",
+        bins.join(", "),
+        pkgs.join(" ")
+    ))
+}
+
+/// True when `problems` is empty. Otherwise: under `REGMIRROR_E2E=1` panics with them (`{test}:
+/// {what} prerequisites not met …`); without it, prints `skipped: …` and returns false.
+pub fn prerequisites_verdict(test: &str, what: &str, problems: &[String]) -> bool {
     if problems.is_empty() {
         return true;
     }
     let msg = problems.join("; ");
-    if std::env::var("REGMIRROR_E2E").is_ok_and(|v| v == "1") {
-        panic!("{test}: end-to-end prerequisites not met (REGMIRROR_E2E=1): {msg}");
+    if e2e() {
+        panic!("{test}: {what} prerequisites not met (REGMIRROR_E2E=1): {msg}");
     }
     eprintln!("skipped: {test}: {msg} (set REGMIRROR_E2E=1 to make this a failure)");
     false
+}
+
+/// Prints a test's wall time when it ends (also on panic): `{label} {name}: ok|FAILED in …`.
+pub struct Timer {
+    label: &'static str,
+    name: &'static str,
+    started: Instant,
+}
+
+impl Timer {
+    pub fn new(label: &'static str, name: &'static str) -> Timer {
+        Timer {
+            label,
+            name,
+            started: Instant::now(),
+        }
+    }
+}
+
+impl Drop for Timer {
+    fn drop(&mut self) {
+        let outcome = if std::thread::panicking() {
+            "FAILED"
+        } else {
+            "ok"
+        };
+        eprintln!(
+            "{} {}: {outcome} in {:.2?}",
+            self.label,
+            self.name,
+            self.started.elapsed()
+        );
+    }
+}
+
+/// `skip_unless!(READY, LABEL, NAME)`: returns from the calling test unless `READY` (a
+/// prerequisites check, which says why it skips), then times the rest of the test with a
+/// [`Timer`] (`LABEL NAME: ok in …`).
+#[macro_export]
+macro_rules! skip_unless {
+    ($ready:expr, $label:expr, $name:expr) => {
+        if !$ready {
+            return;
+        }
+        let _timer = $crate::support::Timer::new($label, $name);
+    };
+}
+
+/// `e2e!(NAME)`: skips the test (returns) when [`prerequisites`] are missing, else times it.
+#[macro_export]
+macro_rules! e2e {
+    ($name:expr) => {
+        $crate::skip_unless!($crate::support::prerequisites($name), "e2e", $name)
+    };
 }
 
 /// The first executable `name` on `PATH` (where the tests' `Command`s will look too).
@@ -110,7 +189,16 @@ pub fn tcp_open(port: u16) -> bool {
 }
 
 /// Polls `f` every 50 ms until it returns `Some`, or `timeout` passes.
-pub fn poll<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+pub fn poll<T>(timeout: Duration, f: impl FnMut() -> Option<T>) -> Option<T> {
+    poll_every(timeout, Duration::from_millis(50), f)
+}
+
+/// Polls `f` every `every` until it returns `Some`, or `timeout` passes.
+pub fn poll_every<T>(
+    timeout: Duration,
+    every: Duration,
+    mut f: impl FnMut() -> Option<T>,
+) -> Option<T> {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(v) = f() {
@@ -119,25 +207,59 @@ pub fn poll<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T>
         if Instant::now() >= deadline {
             return None;
         }
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(every);
     }
 }
 
-/// Runs `cmd` to completion; panics with its output if it fails. Returns stdout.
-pub fn run(cmd: &mut Command) -> String {
+/// Runs `cmd` to completion; panics with its output unless it succeeds.
+pub fn run_output(cmd: &mut Command) -> Output {
     let out = cmd
         .stdin(Stdio::null())
         .output()
         .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    if !out.status.success() {
-        panic!(
-            "{cmd:?} failed ({}):\nstdout:\n{}\nstderr:\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Runs `cmd` to completion; panics with its output if it fails. Returns stdout.
+pub fn run(cmd: &mut Command) -> String {
+    stdout(&run_output(cmd))
+}
+
+/// A command's stdout as text.
+pub fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// HTTP/1.1 GET on 127.0.0.1:`port` → (status, body); None when nothing answers.
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let addr = SocketAddrV4::new(Ipv4Addr::LOCALHOST, port);
+    let mut s = TcpStream::connect_timeout(&addr.into(), Duration::from_millis(500)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    let status = buf.split(' ').nth(1)?.parse().ok()?;
+    let body = buf.split_once("\r\n\r\n")?.1.to_string();
+    Some((status, body))
+}
+
+/// The value of `series` (name plus labels, exactly as printed) in a Prometheus text body.
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| {
+        let (k, v) = l.rsplit_once(' ')?;
+        if k == series { v.parse().ok() } else { None }
+    })
 }
 
 /// The last `n` lines of a text file (empty if unreadable).

@@ -30,56 +30,56 @@ fn openssl(dir: &Path, args: &[&str]) {
     run(Command::new("openssl").current_dir(dir).args(args));
 }
 
-fn ec_key_args() -> [&'static str; 4] {
-    ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"]
+/// `openssl req` with a new P-256 key (`key`, unencrypted) and subject `subj`: a self-signed
+/// certificate valid 2 days with the `exts` (`-addext`) in `out` when `x509`, else a CSR.
+fn req(dir: &Path, x509: bool, key: &str, out: &str, subj: &str, exts: &[&str]) {
+    let mut args = vec![
+        "req",
+        if x509 { "-x509" } else { "-new" },
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        key,
+        "-out",
+        out,
+    ];
+    if x509 {
+        args.extend(["-days", "2"]);
+    }
+    args.extend(["-subj", subj]);
+    for ext in exts {
+        args.extend(["-addext", ext]);
+    }
+    openssl(dir, &args);
+}
+
+/// The files of a server certificate `server.crt` / `server.key` in `dir`.
+fn server_files(dir: &Path, ca_cert: Option<PathBuf>) -> TlsFiles {
+    TlsFiles {
+        ca_cert,
+        server_cert: dir.join("server.crt"),
+        server_key: dir.join("server.key"),
+    }
 }
 
 /// A CA (`ca.crt`) and a server certificate it signed (`server.crt`, `server.key`) in `dir`.
 pub fn ca_signed(dir: &Path) -> TlsFiles {
     std::fs::create_dir_all(dir).unwrap();
-    let k = ec_key_args();
-    openssl(
+    req(
         dir,
+        true,
+        "ca.key",
+        "ca.crt",
+        "/CN=regmirror e2e CA",
         &[
-            "req",
-            "-x509",
-            k[0],
-            k[1],
-            k[2],
-            k[3],
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.crt",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=regmirror e2e CA",
-            "-addext",
             "basicConstraints=critical,CA:TRUE",
-            "-addext",
             "keyUsage=critical,keyCertSign,cRLSign",
         ],
     );
-    openssl(
-        dir,
-        &[
-            "req",
-            "-new",
-            k[0],
-            k[1],
-            k[2],
-            k[3],
-            "-nodes",
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-            "-subj",
-            "/CN=localhost",
-        ],
-    );
+    req(dir, false, "server.key", "server.csr", "/CN=localhost", &[]);
     std::fs::write(
         dir.join("server.ext"),
         format!(
@@ -108,42 +108,19 @@ pub fn ca_signed(dir: &Path) -> TlsFiles {
             "server.ext",
         ],
     );
-    TlsFiles {
-        ca_cert: Some(dir.join("ca.crt")),
-        server_cert: dir.join("server.crt"),
-        server_key: dir.join("server.key"),
-    }
+    server_files(dir, Some(dir.join("ca.crt")))
 }
 
 /// A self-signed server certificate (`server.crt`, `server.key`) in `dir`: no CA trusts it.
 pub fn self_signed(dir: &Path) -> TlsFiles {
     std::fs::create_dir_all(dir).unwrap();
-    let k = ec_key_args();
-    openssl(
+    req(
         dir,
-        &[
-            "req",
-            "-x509",
-            k[0],
-            k[1],
-            k[2],
-            k[3],
-            "-nodes",
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.crt",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=localhost",
-            "-addext",
-            SAN,
-        ],
+        true,
+        "server.key",
+        "server.crt",
+        "/CN=localhost",
+        &[SAN],
     );
-    TlsFiles {
-        ca_cert: None,
-        server_cert: dir.join("server.crt"),
-        server_key: dir.join("server.key"),
-    }
+    server_files(dir, None)
 }

@@ -690,8 +690,14 @@ fn version() -> Response {
 
 fn json_response(status: StatusCode, v: &Value) -> Response {
     let body = serde_json::to_vec(v).expect("serialize JSON");
-    let mut resp = Response::new(Body::from(body));
+    let mut resp = with_json_headers(Response::new(Body::from(body)));
     *resp.status_mut() = status;
+    resp
+}
+
+/// `resp` with the headers the API server sends on JSON: `Content-Type: application/json`,
+/// `Cache-Control: no-cache, private`.
+fn with_json_headers(mut resp: Response) -> Response {
     let h = resp.headers_mut();
     h.insert(
         header::CONTENT_TYPE,
@@ -1154,17 +1160,7 @@ fn watch_secrets(shared: &Arc<Shared>, filter: Filter, params: &Params) -> Respo
         let item = ws.next_chunk().await?;
         Some((item, ws))
     });
-    let mut resp = Response::new(Body::from_stream(stream));
-    let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    h.insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("no-cache, private"),
-    );
-    resp
+    with_json_headers(Response::new(Body::from_stream(stream)))
 }
 
 /// The body of one watch response. Counted in `open_watches` until hyper drops it.
