@@ -20,7 +20,7 @@ mod common;
 #[path = "../tests/support_kube/mod.rs"]
 mod support_kube;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -618,6 +618,21 @@ impl Agent {
             .unwrap_or(0)
     }
 
+    /// `applies_total{result="changed"}` once it has reached `at_least` (polled every 20 ms,
+    /// for at most 10 s). The agent counts an apply only after every file is written and
+    /// fsynced, i.e. a little after the new config.toml becomes visible, so reading it right
+    /// away can miss the apply just seen.
+    fn changed_at_least(&self, at_least: u64) -> u64 {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let n = self.applies("changed");
+            if n >= at_least || Instant::now() >= deadline {
+                return n;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     fn stop(mut self) {
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(self.child.id() as i32),
@@ -675,7 +690,7 @@ fn propagation(
         );
     }
     let startup = t.elapsed();
-    let changed0 = agent.applies("changed");
+    let changed0 = agent.changed_at_least(1);
     let run_deadline = Instant::now() + Duration::from_secs(max_secs);
     let mut lat = Vec::with_capacity(updates);
     let mut timeouts = 0usize;
@@ -698,7 +713,7 @@ fn propagation(
         }
     }
     let wall = wall.elapsed().as_secs_f64();
-    let changed = agent.applies("changed") - changed0;
+    let changed = agent.changed_at_least(changed0 + lat.len() as u64) - changed0;
     let (rss, hwm) = (
         status_field(agent.pid(), "VmRSS"),
         status_field(agent.pid(), "VmHWM"),
@@ -744,7 +759,7 @@ fn coalesce(bin: &Path, updates: usize, gap_ms: u64) {
             agent.log()
         );
     }
-    let changed0 = agent.applies("changed");
+    let changed0 = agent.changed_at_least(1);
     seen.clear();
     let first = Instant::now();
     let mut last = first;
@@ -785,15 +800,14 @@ fn coalesce(bin: &Path, updates: usize, gap_ms: u64) {
     }
 }
 
-/// CPU ticks (utime+stime of the whole process, /proc/PID/stat), on-CPU nanoseconds summed over
-/// live threads (/proc/PID/task/*/schedstat), context switches summed over threads, threads.
-#[derive(Debug, Clone, Copy, Default)]
+/// CPU ticks (utime+stime of the whole process, /proc/PID/stat, which keeps the time of threads
+/// that have exited), and per live thread (/proc/PID/task/TID): on-CPU nanoseconds (schedstat)
+/// and context switches (status).
+#[derive(Debug, Clone, Default)]
 struct Usage {
     ticks: u64,
-    run_ns: u64,
-    voluntary: u64,
-    involuntary: u64,
-    threads: usize,
+    /// TID → (run_ns, voluntary, involuntary).
+    tasks: BTreeMap<u32, (u64, u64, u64)>,
 }
 
 fn usage(pid: u32) -> Usage {
@@ -808,15 +822,15 @@ fn usage(pid: u32) -> Usage {
     }
     if let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) {
         for t in tasks.flatten() {
-            u.threads += 1;
+            let Some(tid) = t.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+                continue;
+            };
             let p = t.path();
-            if let Ok(s) = fs::read_to_string(p.join("schedstat")) {
-                u.run_ns += s
-                    .split_whitespace()
-                    .next()
-                    .and_then(|v| v.parse::<u64>().ok())
-                    .unwrap_or(0);
-            }
+            let run_ns = fs::read_to_string(p.join("schedstat"))
+                .ok()
+                .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+                .unwrap_or(0);
+            let (mut vol, mut invol) = (0, 0);
             if let Ok(s) = fs::read_to_string(p.join("status")) {
                 for l in s.lines() {
                     let num = |l: &str| {
@@ -826,15 +840,58 @@ fn usage(pid: u32) -> Usage {
                             .unwrap_or(0)
                     };
                     if l.starts_with("voluntary_ctxt_switches:") {
-                        u.voluntary += num(l);
+                        vol = num(l);
                     } else if l.starts_with("nonvoluntary_ctxt_switches:") {
-                        u.involuntary += num(l);
+                        invol = num(l);
                     }
                 }
             }
+            u.tasks.insert(tid, (run_ns, vol, invol));
         }
     }
     u
+}
+
+/// Per-thread activity over a window, from samples taken every `step` (reading /proc does not
+/// wake the process). A thread's counters only grow, so its share is its last sample minus its
+/// first (0 for a thread born inside the window); a thread that exits inside the window keeps
+/// what its last sample saw (at most `step` of activity is missed). Summing the live threads
+/// of two snapshots instead goes backwards when one of them exits (tokio's blocking pool).
+#[derive(Debug, Default)]
+struct Window {
+    first: BTreeMap<u32, (u64, u64, u64)>,
+    last: BTreeMap<u32, (u64, u64, u64)>,
+    threads_max: usize,
+}
+
+impl Window {
+    fn start(u: &Usage) -> Window {
+        Window {
+            first: u.tasks.clone(),
+            last: u.tasks.clone(),
+            threads_max: u.tasks.len(),
+        }
+    }
+
+    fn sample(&mut self, u: &Usage) {
+        self.threads_max = self.threads_max.max(u.tasks.len());
+        for (tid, v) in &u.tasks {
+            self.first.entry(*tid).or_insert((0, 0, 0));
+            self.last.insert(*tid, *v);
+        }
+    }
+
+    /// (run_ns, voluntary, involuntary) over the window, summed over every thread seen.
+    fn totals(&self) -> (u64, u64, u64) {
+        self.last.iter().fold((0, 0, 0), |acc, (tid, l)| {
+            let f = self.first.get(tid).copied().unwrap_or((0, 0, 0));
+            (
+                acc.0 + l.0.saturating_sub(f.0),
+                acc.1 + l.1.saturating_sub(f.1),
+                acc.2 + l.2.saturating_sub(f.2),
+            )
+        })
+    }
 }
 
 fn clk_tck() -> u64 {
@@ -869,37 +926,50 @@ fn footprint(bin: &Path, secs: u64) {
         .filter(|r| r.is_watch())
         .count();
     let (req0, log0) = (api.server.requests().len(), agent.log().lines().count());
+    let open0 = api.server.open_watches();
     let u0 = usage(pid);
+    let mut window = Window::start(&u0);
     let t0 = Instant::now();
-    std::thread::sleep(Duration::from_secs(secs));
+    let until = t0 + Duration::from_secs(secs);
+    while Instant::now() < until {
+        std::thread::sleep(
+            until
+                .saturating_duration_since(Instant::now())
+                .min(Duration::from_millis(200)),
+        );
+        window.sample(&usage(pid));
+    }
     let u1 = usage(pid);
+    window.sample(&u1);
     let el = t0.elapsed().as_secs_f64();
     let (req1, log1) = (api.server.requests().len(), agent.log().lines().count());
+    let open1 = api.server.open_watches();
     let (rss, hwm) = (status_field(pid, "VmRSS"), status_field(pid, "VmHWM"));
     agent.stop();
     let tck = clk_tck();
-    let switches = (u1.voluntary + u1.involuntary) - (u0.voluntary + u0.involuntary);
+    let (run_ns, vol, invol) = window.totals();
+    let ticks = u1.ticks.saturating_sub(u0.ticks);
     println!(
-        "footprint: `regmirror run` idle {el:.0} s with an open watch (Secret with 3 mirrors applied; {open_watches} watch request(s) made so far)"
+        "footprint: `regmirror run` idle {el:.0} s with an open watch (Secret with 3 mirrors applied; {open_watches} watch request(s) made so far; open watch streams at start/end of the window: {open0}/{open1})"
     );
     println!(
-        "  VmRSS {} KiB, VmHWM {} KiB, {} threads",
+        "  VmRSS {} KiB, VmHWM {} KiB, {} threads at the end ({} at most during the window)",
         rss.unwrap_or(0),
         hwm.unwrap_or(0),
-        u1.threads
+        u1.tasks.len(),
+        window.threads_max
     );
     println!(
-        "  CPU: {} ticks of 1/{tck} s (utime+stime) = {:.0} ms; on-CPU time summed over threads {:.2} ms ({:.4}% of one core)",
-        u1.ticks - u0.ticks,
-        (u1.ticks - u0.ticks) as f64 * 1000.0 / tck as f64,
-        (u1.run_ns - u0.run_ns) as f64 / 1e6,
-        (u1.run_ns - u0.run_ns) as f64 / 1e9 / el * 100.0
+        "  CPU: {ticks} ticks of 1/{tck} s (utime+stime) = {:.0} ms; on-CPU time summed over threads {:.2} ms ({:.4}% of one core)",
+        ticks as f64 * 1000.0 / tck as f64,
+        run_ns as f64 / 1e6,
+        run_ns as f64 / 1e9 / el * 100.0
     );
     println!(
-        "  wake-ups (context switches, all threads): {switches} = {:.2}/s ({} voluntary, {} involuntary); API requests while idle: {}; log lines while idle: {}",
-        switches as f64 / el,
-        u1.voluntary - u0.voluntary,
-        u1.involuntary - u0.involuntary,
+        "  wake-ups (context switches, all threads): {} = {:.2}/s ({vol} voluntary = {:.2}/s, {invol} involuntary); API requests while idle: {}; log lines while idle: {}",
+        vol + invol,
+        (vol + invol) as f64 / el,
+        vol as f64 / el,
         req1 - req0,
         log1 - log0
     );

@@ -2,10 +2,11 @@
 # regmirror's performance proof: runs every benchmark and prints the figures (see BENCHMARKS.md).
 # NOT run by CI, and nothing here is a pass/fail timing assertion.
 #
-#   scripts/bench.sh            # everything, ~7 minutes after the builds (release ~145 s cold)
+#   scripts/bench.sh            # everything, ~10 minutes after the builds (release ~145 s cold
+#                               # on an idle machine; 8 min with other work on the 2 cores)
 #   QUICK=1 scripts/bench.sh    # fewer rounds/updates, 10 s idle window (a smoke run, ~2 min)
 #   ONLY="merge propagation" scripts/bench.sh   # a subset: criterion hyperfine merge mem
-#                                               # propagation coalesce footprint
+#                                               # propagation scale coalesce footprint
 #
 # Figures are printed to stdout and kept in $BENCH_OUT (default $CARGO_TARGET_DIR/bench-out, i.e.
 # target/bench-out). On a shared 2-core machine absolute times are noisy: read the ratios
@@ -19,7 +20,7 @@ case "$TARGET" in /*) ;; *) TARGET="$PWD/$TARGET" ;; esac
 export CARGO_TARGET_DIR="$TARGET"
 OUT=${BENCH_OUT:-$TARGET/bench-out}
 QUICK=${QUICK:-0}
-ONLY=${ONLY:-"criterion hyperfine merge mem propagation coalesce footprint"}
+ONLY=${ONLY:-"criterion hyperfine merge mem propagation scale coalesce footprint"}
 FIX="$OUT/fixtures"
 BIN="$TARGET/release/regmirror"
 mkdir -p "$OUT"
@@ -96,6 +97,13 @@ if want propagation; then
         agent propagation --updates 1000
         agent propagation --updates 100 --mirrors 1000 --config 1mib
     fi
+fi
+
+if want scale; then
+    say "scale: propagation latency and agent memory for 10 / 100 / 1,000 mirrors"
+    if [ "$QUICK" = 1 ]; then SMALL=20 BIG=3; else SMALL=100 BIG=20; fi
+    for n in 10 100 1000; do agent propagation --updates "$SMALL" --mirrors "$n"; done
+    for n in 10 100 1000; do agent propagation --updates "$BIG" --mirrors "$n" --config 1mib; done
 fi
 
 if want coalesce; then
