@@ -48,7 +48,7 @@ use node_support::{Node, rootfs, shared_deb, unique_name};
 use regmirror::reload::cri::{CriClient, CriStatus};
 use support::cli::Secret;
 use support::registry::{Kind, Registry};
-use support::{ChildGuard, http_get, metric, poll_every};
+use support::{ChildGuard, http_get, last_lines as tail, metric, poll_every};
 
 const DOCKER_REPO: &str = "airgap-images/docker.io/library/tiny";
 const UNIT: &str = "regmirror";
@@ -195,11 +195,6 @@ fn assert_untouched(other: &Registry, pulls: impl FnOnce()) {
         "{}",
         other.log_since(mark)
     );
-}
-
-fn tail(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -910,8 +905,9 @@ fn bad_config_is_rolled_back_and_reported() {
     });
 }
 
-/// Case 5: the DaemonSet's reload path, from the host. `regmirror run` runs on the HOST (as a
-/// hostPID pod does) and edits the node's files through `/proc/<leader>/root`; `--host-pid
+/// Case 5: the DaemonSet's reload path, from outside the node. `regmirror run` runs in the
+/// node's PID namespace but the host's other namespaces (as a hostPID pod does) and edits the
+/// node's files through `/proc/<leader>/root`; `--host-pid
 /// <leader> --reload systemd` makes it enter the node's PID 1 namespaces (setns) to run the
 /// node's own `systemctl restart containerd`, and it health-checks through the node's socket.
 #[test]

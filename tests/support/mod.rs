@@ -264,7 +264,11 @@ pub fn metric(text: &str, series: &str) -> Option<f64> {
 
 /// The last `n` lines of a text file (empty if unreadable).
 pub fn tail(path: &Path, n: usize) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
+    last_lines(&std::fs::read_to_string(path).unwrap_or_default(), n)
+}
+
+/// The last `n` lines of `text`.
+pub fn last_lines(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
