@@ -250,6 +250,7 @@ fn merge(bin: &Path, dir: &Path, rounds: usize, python: &str, scripts: &Path) {
                         spec: Some(&spec),
                         mode: Mode::Auto,
                         certs_dir: Path::new("/etc/containerd/certs.d"),
+                        containerd: None,
                     })
                     .expect("render");
                     rust_inproc.push(t.elapsed().as_secs_f64());

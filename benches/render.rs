@@ -30,6 +30,7 @@ fn render_once(config: &str, prior: &ConfigOwnership, spec: &regmirror::spec::Re
         spec: Some(spec),
         mode: Mode::Auto,
         certs_dir: Path::new(CERTS),
+        containerd: None,
     })
     .expect("render");
     black_box(out);
@@ -100,6 +101,7 @@ fn steady(c: &mut Criterion) {
             spec: Some(&spec),
             mode: Mode::Auto,
             certs_dir: Path::new(CERTS),
+            containerd: None,
         })
         .expect("first render");
         g.bench_function(BenchmarkId::new(name, 1000), |b| {

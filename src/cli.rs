@@ -94,6 +94,8 @@ pub enum Command {
         paths: PathArgs,
         #[arg(long, env = "REGMIRROR_MODE", value_enum, default_value_t = Mode::Auto)]
         mode: Mode,
+        #[command(flatten)]
+        runtime: crate::reload::RuntimeArgs,
     },
     /// Write the configuration (exit 0: applied or unchanged, 2: error).
     Apply {
@@ -115,12 +117,14 @@ pub enum Command {
         #[command(flatten)]
         reload: crate::reload::ReloadArgs,
     },
-    /// Print the validated spec (PASSWORD as ***).
+    /// Print the validated spec (PASSWORD as ***) and the containerd it would be rendered for.
     Show {
         #[command(flatten)]
         secret: SecretArgs,
         #[command(flatten)]
         name: SecretName,
+        #[command(flatten)]
+        runtime: crate::reload::RuntimeArgs,
     },
     /// The agent: watch the Secret and the files, reconcile, reload containerd.
     Run(Box<crate::daemon::RunArgs>),
@@ -269,9 +273,11 @@ fn cmd_diff(
     name: &SecretName,
     paths: &Paths,
     mode: Mode,
+    runtime: &crate::reload::RuntimeArgs,
 ) -> Result<ExitCode, Failure> {
     let spec = load_spec(secret, name)?;
-    let plan = apply::plan(paths, Some(&spec), mode)?;
+    let node = runtime.detect();
+    let plan = apply::plan(paths, Some(&spec), choice(mode, &node))?;
     print_warnings(&plan.warnings);
     let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let mut out = std::io::stdout().lock();
@@ -279,15 +285,24 @@ fn cmd_diff(
         let _ = out.write_all(render_change(c, color).as_bytes());
     }
     if plan.changes.is_empty() {
+        eprintln!("no change; decided for {node}");
         return Ok(ExitCode::SUCCESS);
     }
     let _ = writeln!(
         out,
-        "# mode {}; containerd restart needed: {}",
+        "# {node}; mode {}; containerd restart needed: {}",
         mode_name(plan.mode),
         if plan.restart_needed { "yes" } else { "no" }
     );
     Ok(ExitCode::from(1))
+}
+
+/// The renderer's input from `--mode` and what is known of the node's containerd.
+fn choice(mode: Mode, node: &crate::runtime::Runtime) -> crate::render::Choice {
+    crate::render::Choice {
+        mode,
+        containerd: node.version,
+    }
 }
 
 fn mode_name(m: Option<crate::render::Resolved>) -> &'static str {
@@ -327,7 +342,7 @@ fn finish_reload(
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        let done = rt.block_on(r.reload(outcome.restart_needed))?;
+        let done = rt.block_on(r.reload(outcome.restart_needed, outcome.expect.as_ref()))?;
         if let Some(msg) = done {
             println!("{msg}");
         }
@@ -355,7 +370,8 @@ fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
             name,
             paths,
             mode,
-        } => cmd_diff(&secret, &name, &paths.paths(), mode),
+            runtime,
+        } => cmd_diff(&secret, &name, &paths.paths(), mode, &runtime),
         Command::Apply {
             secret,
             name,
@@ -364,7 +380,9 @@ fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
             reload,
         } => {
             let spec = load_spec(&secret, &name)?;
-            let outcome = apply::apply(&paths.paths(), Some(&spec), mode)?;
+            let node = reload.runtime.detect();
+            let outcome = apply::apply(&paths.paths(), Some(&spec), choice(mode, &node))?;
+            println!("decided for {node}");
             report(&outcome, "applied");
             finish_reload(&outcome, &reload)?;
             Ok(ExitCode::SUCCESS)
@@ -375,11 +393,20 @@ fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
             finish_reload(&outcome, &reload)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Show { secret, name } => {
+        Command::Show {
+            secret,
+            name,
+            runtime,
+        } => {
             let spec = load_spec(&secret, &name)?;
             print_warnings(&spec.warnings);
+            let node = runtime.detect();
             let mut v = serde_json::to_value(&spec).expect("spec serializes");
             v["spec_hash"] = spec.hash().into();
+            v["containerd"] = serde_json::json!({
+                "version": node.version.map(|v| v.to_string()),
+                "decided_for": node.to_string(),
+            });
             println!("{}", serde_json::to_string_pretty(&v).expect("json"));
             Ok(ExitCode::SUCCESS)
         }

@@ -16,8 +16,9 @@ use tokio::sync::{mpsc, watch};
 use crate::apply::{self, Paths};
 use crate::cli::{PathArgs, SecretName};
 use crate::observe::{self, LogFormat, NodeReporter, Telemetry, notify};
-use crate::reload::{ReloadArgs, ReloadStrategy, Reloader, parse_duration};
-use crate::render::Mode;
+use crate::reload::{ReloadArgs, ReloadStrategy, Reloader, RuntimeArgs, parse_duration};
+use crate::render::{Choice, Mode};
+use crate::runtime::ContainerdVersion;
 use crate::source::file::{FileSecret, FileSourceError};
 use crate::source::watch::{DirWatcher, dir_of};
 use crate::source::{self, Desired};
@@ -82,6 +83,12 @@ pub struct RunArgs {
 struct Ctx {
     paths: Paths,
     mode: Mode,
+    /// How to learn the node's containerd version (asked again at every reconcile: an upgrade
+    /// from 1.x to 2.x under the agent changes what must be written).
+    runtime: RuntimeArgs,
+    /// The version the last reconcile decided for (to log a change once).
+    containerd: Option<ContainerdVersion>,
+    decided: bool,
     reloader: Reloader,
     jitter: Duration,
     on_delete: OnDelete,
@@ -180,12 +187,19 @@ async fn file_source(secret: FileSecret, tx: watch::Sender<Desired>) {
 
 /// True for file events that cannot matter: temp files and backups, and anything that is
 /// neither config.toml nor under the certs dir (its parent is watched while it does not exist).
-fn is_noise(p: &std::path::Path, paths: &Paths) -> bool {
+/// The containerd socket counts: it is made anew when containerd (re)starts, for example after
+/// a package upgrade, and the next reconcile must then decide for the new version.
+fn is_noise(p: &std::path::Path, paths: &Paths, socket: &std::path::Path) -> bool {
     let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
     if (name.starts_with('.') && name.ends_with(".tmp")) || name.ends_with(".regmirror.bak") {
         return true;
     }
-    !(p == paths.config || p.starts_with(&paths.certs_dir))
+    if p.components()
+        .any(|c| c.as_os_str() == crate::reload::verify::CANARY_HOST)
+    {
+        return true;
+    }
+    !(p == paths.config || p.starts_with(&paths.certs_dir) || p == socket)
 }
 
 async fn run_async(args: RunArgs) -> anyhow::Result<()> {
@@ -262,6 +276,10 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
             |e| tracing::warn!(error = %e, "cannot watch {} for drift", paths.config.display()),
         )
         .ok();
+    let socket_dir = dir_of(&args.reload.runtime.containerd_socket);
+    let _socket_watch = DirWatcher::new(std::slice::from_ref(&socket_dir), false, poke_tx.clone())
+        .map_err(|e| tracing::warn!(error = %e, "cannot watch {} for containerd restarts", socket_dir.display()))
+        .ok();
     let _drift_certs = DirWatcher::new(std::slice::from_ref(&paths.certs_dir), true, poke_tx)
         .map_err(
             |e| tracing::warn!(error = %e, "cannot watch {} for drift", paths.certs_dir.display()),
@@ -291,6 +309,9 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
     let ctx = Ctx {
         paths,
         mode: args.mode,
+        runtime: args.reload.runtime.clone(),
+        containerd: None,
+        decided: false,
         reloader,
         jitter: args.restart_jitter,
         on_delete: args.on_delete,
@@ -341,7 +362,7 @@ async fn main_loop(
         let trigger = tokio::select! {
             r = rx.changed() => match r { Ok(()) => Trigger::Source, Err(_) => break },
             Some(paths) = pokes.recv() => {
-                if paths.iter().all(|p| is_noise(p, &ctx.paths)) { continue; }
+                if paths.iter().all(|p| is_noise(p, &ctx.paths, &ctx.runtime.containerd_socket)) { continue; }
                 Trigger::Files
             }
             _ = resync_timer.tick() => Trigger::Resync,
@@ -434,11 +455,30 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
         .expect("blocking task panicked")
 }
 
+/// The renderer's choice for this reconcile: `--mode` and the node's containerd, asked now.
+async fn decide_for(ctx: &mut Ctx) -> Choice {
+    let node = crate::runtime::detect::detect(&ctx.runtime.probe()).await;
+    if !ctx.decided || node.version != ctx.containerd {
+        ctx.decided = true;
+        if node.version.is_some() {
+            tracing::info!("deciding for {node}");
+        } else {
+            tracing::warn!("{node}");
+        }
+        ctx.containerd = node.version;
+    }
+    Choice {
+        mode: ctx.mode,
+        containerd: node.version,
+    }
+}
+
 /// Bring the files to `spec` (None: revert), reload, health-check, roll back on failure.
 async fn converge(ctx: &mut Ctx, spec: Option<RegistrySpec>, trigger: Trigger) -> String {
     let hash = spec.as_ref().map(RegistrySpec::hash);
     let label = hash.clone().unwrap_or_else(|| "revert".into());
-    let (paths, mode) = (ctx.paths.clone(), ctx.mode);
+    let mode = decide_for(ctx).await;
+    let paths = ctx.paths.clone();
     let spec = Arc::new(spec);
 
     let s = spec.clone();
@@ -506,7 +546,7 @@ async fn converge(ctx: &mut Ctx, spec: Option<RegistrySpec>, trigger: Trigger) -
     }
     let reverted = spec.is_none();
     let restarted = ctx.reloader.will_restart(outcome.restart_needed);
-    match alive(ctx, ctx.reloader.reload(outcome.restart_needed)).await {
+    match alive(ctx, ctx.reloader.reload(outcome.restart_needed, outcome.expect.as_ref())).await {
         Ok(done) => {
             if restarted {
                 ctx.telemetry.restarts.inc();
@@ -523,13 +563,14 @@ async fn converge(ctx: &mut Ctx, spec: Option<RegistrySpec>, trigger: Trigger) -
                 .count(if reverted { "reverted" } else { "changed" });
             ctx.telemetry.succeeded(hash.as_deref());
             let note = format!(
-                "{} spec {label}: {} file(s) changed{}",
+                "{} spec {label} for containerd {}: {} file(s) changed{}",
                 if reverted { "reverted" } else { "applied" },
+                ctx.containerd
+                    .map_or_else(|| "(version unknown)".to_string(), |v| v.to_string()),
                 files.len(),
-                if restarted {
-                    "; containerd restarted and healthy"
-                } else {
-                    ""
+                match (&done, restarted) {
+                    (Some(d), true) => format!("; containerd restarted and healthy ({d})"),
+                    _ => String::new(),
                 }
             );
             event(

@@ -11,6 +11,7 @@ pub mod daemon;
 pub mod observe;
 pub mod redact;
 pub mod reload;
+pub mod runtime;
 pub mod render;
 pub mod resolve;
 pub mod source;

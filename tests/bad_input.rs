@@ -391,13 +391,13 @@ fn cases() -> Vec<Case> {
             },
         ),
         case(
-            "/v2/ prefix in target",
+            "/v2/ twice in target (one /v2/ is the API root, the second is refused)",
             &["entry 1", "starts with v2/", "adds /v2 itself"],
             |i| {
                 set(
                     &mut i.pairs,
                     "MIRROR_REGISTRIES",
-                    "docker.io::harbor.example.org/v2/airgap-images/docker.io",
+                    "docker.io::harbor.example.org/v2/v2/airgap-images/docker.io",
                 )
             },
         ),

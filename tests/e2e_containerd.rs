@@ -1,5 +1,9 @@
-//! End-to-end: regmirror's output against a REAL containerd (Debian 12's 1.6.20) and a REAL
-//! docker-registry (distribution 2.8), both started by hand on 127.0.0.1 in temp dirs.
+//! End-to-end: regmirror's output against a REAL containerd and a REAL docker-registry
+//! (distribution 2.8), both started by hand on 127.0.0.1 in temp dirs. Every case runs on each
+//! containerd of the matrix: Debian 12's 1.6.20, and 1.7.24 (Debian 13) and 2.1.9 (Debian sid)
+//! as `scripts/fetch-containerd.sh` unpacks them. Test names say the version:
+//! `containerd_2_1::case3_tls_ca_cert_legacy`. regmirror learns the version itself, over the
+//! node's CRI socket, as on a node.
 //!
 //! Every case proves a pull by two independent facts: the CRI `PullImage` succeeds, and the
 //! mirror's access log shows the mirror path (`/v2/airgap-images/docker.io/library/tiny/
@@ -11,8 +15,11 @@
 //! Each test has its own ports and temp dirs, so they may run in parallel (~8 s here); serially
 //! (~14 s on 2 cores): `REGMIRROR_E2E=1 cargo test --test e2e_containerd -- --test-threads=1`.
 //! `REGMIRROR_E2E_KEEP=1` keeps the temp dirs (configs, hosts.toml, logs) for a post-mortem.
-//! The starting config.toml alternates between Debian's packaged one and
-//! `containerd config default`.
+//! The starting config.toml alternates between Debian's packaged one (version 2) and
+//! `containerd config default` of the release (version 2 on 1.x, 3 on 2.x); a version 1 file is
+//! case 12. On 2.x, `--mode legacy` must be refused for CA_CERT, INSECURE and version 1 files
+//! (2.x ignores what it would write): those cases assert the refusal (exit 2, no byte changed),
+//! then pull in auto mode.
 
 /// Also brings `e2e!(name)`: skip the test unless `support::prerequisites`, then time it.
 mod support;
@@ -20,7 +27,7 @@ mod support;
 use std::time::Instant;
 
 use support::cli::{self, Mode, Secret};
-use support::containerd::{self, Base, Containerd};
+use support::containerd::{self, Base, Containerd, Release};
 use support::registry::{Kind, Registry};
 
 const DOCKER_REPO: &str = "airgap-images/docker.io/library/tiny";
@@ -49,10 +56,66 @@ fn docker_and_quay(reg: &Registry, scheme: &str) -> String {
     )
 }
 
-/// A started node from `base` on which `regmirror apply` ran with `secret` in `mode`, and
-/// containerd was restarted because apply said so.
-fn applied_node(base: Base, mode: Mode, secret: &Secret) -> Containerd {
-    let mut node = Containerd::prepare(base);
+/// Runs `case` on `release`: skipped (or failed with `REGMIRROR_E2E=1`) when a prerequisite or
+/// that release's binary is missing; timed as `e2e containerd_X_Y::case`.
+fn on(release: Release, module: &'static str, name: &'static str, case: fn(Release)) {
+    let full: &'static str = Box::leak(format!("{module}::{name}").into_boxed_str());
+    if !support::prerequisites(full) {
+        return;
+    }
+    if let Some(p) = release.problem()
+        && !support::prerequisites_verdict(full, "containerd release", &[p])
+    {
+        return;
+    }
+    let _timer = support::Timer::new("e2e", full);
+    case(release);
+}
+
+/// One `#[test]` per case and release, in modules named after the release.
+macro_rules! matrix {
+    ($($case:ident),* $(,)?) => {
+        mod containerd_1_6 {
+            $( #[test] fn $case() { super::on(super::Release::V1_6, "containerd_1_6", stringify!($case), super::$case); } )*
+        }
+        mod containerd_1_7 {
+            $( #[test] fn $case() { super::on(super::Release::V1_7, "containerd_1_7", stringify!($case), super::$case); } )*
+        }
+        mod containerd_2_1 {
+            $( #[test] fn $case() { super::on(super::Release::V2_1, "containerd_2_1", stringify!($case), super::$case); } )*
+        }
+    };
+}
+
+matrix!(
+    case0_harness_hand_written_v2_endpoint_pulls,
+    cri_client_status_and_unimplemented,
+    case1_legacy_docker_and_quay,
+    case2_hosts_docker_and_quay,
+    case3_tls_ca_cert_legacy,
+    case3_tls_ca_cert_hosts,
+    case4_insecure_self_signed_legacy,
+    case4_insecure_self_signed_hosts,
+    case4_insecure_plain_http_legacy,
+    case4_insecure_plain_http_hosts,
+    case5_auth_legacy,
+    case5_auth_hosts,
+    case6_wildcard_legacy,
+    case6_wildcard_hosts,
+    case7_hosts_live_update,
+    case8_negative_control_seed_doc_endpoint,
+    case9_revert_legacy,
+    case9_revert_hosts,
+    case10_auto_tls_ca_auth,
+    case11_v2_target_form,
+    case12_version1_file,
+    diff_and_reapply_are_idempotent,
+);
+
+/// A started node of `release` from `base` on which `regmirror apply` ran with `secret` in
+/// `mode`, and containerd was restarted because apply said so.
+fn applied_node(release: Release, base: Base, mode: Mode, secret: &Secret) -> Containerd {
+    let mut node = Containerd::prepare_on(release, base);
     node.start();
     let file = secret.write(&node, "secret");
     let (restart, run) = cli::apply(&node, &file, mode);
@@ -96,16 +159,16 @@ fn assert_pull_fails(node: &Containerd, image: &str) -> String {
     }
 }
 
-/// Harness check without regmirror: the working legacy form written by hand pulls.
-#[test]
-fn case0_harness_hand_written_v2_endpoint_pulls() {
-    e2e!("case0_harness_hand_written_v2_endpoint_pulls");
+/// Harness check without regmirror: the working legacy form written by hand pulls (on 2.x in
+/// a version 2 file, which 2.x migrates).
+fn case0_harness_hand_written_v2_endpoint_pulls(release: Release) {
     let reg = mirror(Kind::Plain);
-    let mut node = Containerd::prepare(Base::Debian);
+    let mut node = Containerd::prepare_on(release, Base::Debian);
+    let endpoint = format!("http://{}/v2/airgap-images/docker.io", reg.host());
     node.write_config(&containerd::with_legacy_mirror(
         &node.original,
         "docker.io",
-        &format!("http://{}/v2/airgap-images/docker.io", reg.host()),
+        &endpoint,
     ));
     node.start();
     eprintln!("containerd CRI version {}", node.version());
@@ -113,20 +176,15 @@ fn case0_harness_hand_written_v2_endpoint_pulls() {
     assert_pull_via(&node, &reg, "tiny:1", DOCKER_PATH);
     let st = node.status();
     assert!(st.runtime_ready, "{st:?}");
-    let endpoints = &node.effective_registry()["mirrors"]["docker.io"]["endpoint"];
-    assert_eq!(
-        endpoints,
-        &serde_json::json!([format!("http://{}/v2/airgap-images/docker.io", reg.host())])
-    );
+    let loaded = node.loaded();
+    assert_eq!(loaded.mirrors["docker.io"], vec![endpoint], "{loaded:?}");
 }
 
 /// The crate's CRI client against the real thing: healthy Status, and a containerd whose CRI
 /// plugin failed to load (`config_path` together with legacy `mirrors`) is UNIMPLEMENTED, an
 /// error at once rather than healthy or a timeout.
-#[test]
-fn cri_client_status_and_unimplemented() {
-    e2e!("cri_client_status_and_unimplemented");
-    let mut node = Containerd::prepare(Base::Default);
+fn cri_client_status_and_unimplemented(release: Release) {
+    let mut node = Containerd::prepare_on(release, Base::Debian);
     node.start();
     let st = node.status();
     assert!(st.runtime_ready, "{st:?}");
@@ -134,7 +192,11 @@ fn cri_client_status_and_unimplemented() {
         !st.network_ready,
         "no CNI here, NetworkReady must be false: {st:?}"
     );
-    assert!(node.effective_registry().is_object());
+    assert_eq!(
+        st.config.as_ref().and_then(|c| c.get("registry")).is_some(),
+        !release.is_2x(),
+        "CRI Status carries the registry config on 1.x only: {st:?}"
+    );
     node.stop();
 
     let mut doc: toml_edit::DocumentMut =
@@ -164,88 +226,112 @@ fn cri_client_status_and_unimplemented() {
     );
 }
 
-/// Case 1: legacy mode, docker.io and quay.io mirrors; full name and short name.
-#[test]
-fn case1_legacy_docker_and_quay() {
-    e2e!("case1_legacy_docker_and_quay");
+/// Case 1: legacy mode, docker.io and quay.io mirrors; full name and short name. (On 2.x:
+/// allowed for plain mirrors in a version 2 file, with a deprecation warning.)
+fn case1_legacy_docker_and_quay(release: Release) {
     let reg = mirror(Kind::Plain);
     let secret = Secret::new(&reg.host(), &docker_and_quay(&reg, "http://"));
-    let node = applied_node(Base::Debian, Mode::Legacy, &secret);
+    let node = applied_node(release, Base::Debian, Mode::Legacy, &secret);
     assert_pull_via(&node, &reg, "docker.io/library/tiny:1", DOCKER_PATH);
     assert_pull_via(&node, &reg, "tiny:1", DOCKER_PATH);
     assert_pull_via(&node, &reg, "quay.io/e2e/tiny:1", QUAY_PATH);
 }
 
 /// Case 2: hosts mode, same mirrors.
-#[test]
-fn case2_hosts_docker_and_quay() {
-    e2e!("case2_hosts_docker_and_quay");
+fn case2_hosts_docker_and_quay(release: Release) {
     let reg = mirror(Kind::Plain);
     let secret = Secret::new(&reg.host(), &docker_and_quay(&reg, "http://"));
-    let node = applied_node(Base::Default, Mode::Hosts, &secret);
+    let node = applied_node(release, Base::Default, Mode::Hosts, &secret);
     assert_pull_via(&node, &reg, "docker.io/library/tiny:1", DOCKER_PATH);
     assert_pull_via(&node, &reg, "tiny:1", DOCKER_PATH);
     assert_pull_via(&node, &reg, "quay.io/e2e/tiny:1", QUAY_PATH);
 }
 
+/// On 2.x, `--mode legacy` with what 2.x ignores is refused: exit 2, the reason named, no byte
+/// on disk changed. Returns the mode the case goes on with (auto on 2.x).
+fn legacy_or_refused(node: &mut Containerd, secret: &Secret, why: &str) -> Mode {
+    if !node.release.is_2x() {
+        return Mode::Legacy;
+    }
+    node.start();
+    let file = secret.write(node, "secret");
+    let before = cli::written_files(node);
+    let r = cli::regmirror(
+        node,
+        "apply",
+        &["--secret-file", file.to_str().unwrap(), "--mode", "legacy"],
+    );
+    assert_eq!(r.code, 2, "legacy mode on 2.x must be refused: {r}");
+    assert!(
+        r.stderr.contains("--mode legacy on containerd 2.1.9") && r.stderr.contains(why),
+        "the refusal must name the version and {why:?}: {r}"
+    );
+    assert_eq!(cli::written_files(node), before, "a refused apply changed files");
+    assert!(!node.state_dir.join("state.json").exists(), "a refused apply wrote state");
+    node.stop();
+    Mode::Auto
+}
+
+/// `applied_node`, but legacy mode goes through [`legacy_or_refused`] first.
+fn applied_legacy_node(release: Release, base: Base, secret: &Secret, why: &str) -> Containerd {
+    let mut probe = Containerd::prepare_on(release, base);
+    let mode = legacy_or_refused(&mut probe, secret, why);
+    drop(probe);
+    applied_node(release, base, mode, secret)
+}
+
 /// Case 3: TLS registry whose certificate is signed by the CA in CA_CERT.
-fn tls_with_ca(base: Base, mode: Mode) {
+fn tls_with_ca(release: Release, base: Base, mode: Mode) {
     let reg = mirror(Kind::Tls);
     let mut secret = Secret::new(&reg.host(), &docker_and_quay(&reg, ""));
     secret.ca_cert = reg.tls.as_ref().unwrap().ca_pem();
-    let node = applied_node(base, mode, &secret);
+    let node = match mode {
+        Mode::Legacy => applied_legacy_node(release, base, &secret, "CA_CERT"),
+        _ => applied_node(release, base, mode, &secret),
+    };
     assert_pull_via(&node, &reg, "docker.io/library/tiny:1", DOCKER_PATH);
     assert_pull_via(&node, &reg, "quay.io/e2e/tiny:1", QUAY_PATH);
 }
 
-#[test]
-fn case3_tls_ca_cert_legacy() {
-    e2e!("case3_tls_ca_cert_legacy");
-    tls_with_ca(Base::Default, Mode::Legacy);
+fn case3_tls_ca_cert_legacy(release: Release) {
+    tls_with_ca(release, Base::Debian, Mode::Legacy);
 }
 
-#[test]
-fn case3_tls_ca_cert_hosts() {
-    e2e!("case3_tls_ca_cert_hosts");
-    tls_with_ca(Base::Debian, Mode::Hosts);
+fn case3_tls_ca_cert_hosts(release: Release) {
+    tls_with_ca(release, Base::Debian, Mode::Hosts);
 }
 
 /// Case 4: INSECURE=true, no CA_CERT, target without a scheme.
-fn insecure(kind: Kind, base: Base, mode: Mode) {
+fn insecure(release: Release, kind: Kind, base: Base, mode: Mode) {
     let reg = mirror(kind);
     let mut secret = Secret::new(&reg.host(), &docker_and_quay(&reg, ""));
     secret.insecure = true;
-    let node = applied_node(base, mode, &secret);
+    let node = match mode {
+        Mode::Legacy => applied_legacy_node(release, base, &secret, "INSECURE"),
+        _ => applied_node(release, base, mode, &secret),
+    };
     assert_pull_via(&node, &reg, "docker.io/library/tiny:1", DOCKER_PATH);
     assert_pull_via(&node, &reg, "quay.io/e2e/tiny:1", QUAY_PATH);
 }
 
-#[test]
-fn case4_insecure_self_signed_legacy() {
-    e2e!("case4_insecure_self_signed_legacy");
-    insecure(Kind::SelfSigned, Base::Debian, Mode::Legacy);
+fn case4_insecure_self_signed_legacy(release: Release) {
+    insecure(release, Kind::SelfSigned, Base::Debian, Mode::Legacy);
 }
 
-#[test]
-fn case4_insecure_self_signed_hosts() {
-    e2e!("case4_insecure_self_signed_hosts");
-    insecure(Kind::SelfSigned, Base::Default, Mode::Hosts);
+fn case4_insecure_self_signed_hosts(release: Release) {
+    insecure(release, Kind::SelfSigned, Base::Default, Mode::Hosts);
 }
 
-#[test]
-fn case4_insecure_plain_http_legacy() {
-    e2e!("case4_insecure_plain_http_legacy");
-    insecure(Kind::Plain, Base::Default, Mode::Legacy);
+fn case4_insecure_plain_http_legacy(release: Release) {
+    insecure(release, Kind::Plain, Base::Debian, Mode::Legacy);
 }
 
-#[test]
-fn case4_insecure_plain_http_hosts() {
-    e2e!("case4_insecure_plain_http_hosts");
-    insecure(Kind::Plain, Base::Debian, Mode::Hosts);
+fn case4_insecure_plain_http_hosts(release: Release) {
+    insecure(release, Kind::Plain, Base::Debian, Mode::Hosts);
 }
 
 /// Case 5: USERNAME/PASSWORD against the htpasswd registry (TLS, CA in CA_CERT).
-fn auth(base: Base, mode: Mode) {
+fn auth(release: Release, base: Base, mode: Mode) {
     let reg = mirror(Kind::TlsAuth);
     assert!(
         !reg.anonymous_inspect_succeeds(DOCKER_REPO),
@@ -256,32 +342,31 @@ fn auth(base: Base, mode: Mode) {
     secret.ca_cert = reg.tls.as_ref().unwrap().ca_pem();
     secret.username = user.to_string();
     secret.password = pass.to_string();
-    let node = applied_node(base, mode, &secret);
+    let node = match mode {
+        Mode::Legacy => applied_legacy_node(release, base, &secret, "CA_CERT"),
+        _ => applied_node(release, base, mode, &secret),
+    };
     assert_pull_via(&node, &reg, "docker.io/library/tiny:1", DOCKER_PATH);
     assert_pull_via(&node, &reg, "quay.io/e2e/tiny:1", QUAY_PATH);
 }
 
-#[test]
-fn case5_auth_legacy() {
-    e2e!("case5_auth_legacy");
-    auth(Base::Debian, Mode::Legacy);
+fn case5_auth_legacy(release: Release) {
+    auth(release, Base::Debian, Mode::Legacy);
 }
 
-#[test]
-fn case5_auth_hosts() {
-    e2e!("case5_auth_hosts");
-    auth(Base::Default, Mode::Hosts);
+fn case5_auth_hosts(release: Release) {
+    auth(release, Base::Default, Mode::Hosts);
 }
 
 /// Case 6: a wildcard source (`*` or `default`) sends every registry to the mirror: the
 /// docker.io image and one from a registry that has no entry of its own.
-fn wildcard(spelling: &str, base: Base, mode: Mode) {
+fn wildcard(release: Release, spelling: &str, base: Base, mode: Mode) {
     let reg = mirror(Kind::Plain);
     let secret = Secret::new(
         &reg.host(),
         &format!("{spelling}::http://{}/airgap-images/docker.io", reg.host()),
     );
-    let node = applied_node(base, mode, &secret);
+    let node = applied_node(release, base, mode, &secret);
     assert_pull_via(&node, &reg, "docker.io/library/tiny:1", DOCKER_PATH);
     assert_pull_via(
         &node,
@@ -291,28 +376,25 @@ fn wildcard(spelling: &str, base: Base, mode: Mode) {
     );
 }
 
-#[test]
-fn case6_wildcard_legacy() {
-    e2e!("case6_wildcard_legacy");
-    wildcard("*", Base::Default, Mode::Legacy);
-    wildcard("default", Base::Debian, Mode::Legacy);
+fn case6_wildcard_legacy(release: Release) {
+    wildcard(release, "*", Base::Debian, Mode::Legacy);
+    if !release.is_2x() {
+        // containerd config default is version 2 on 1.x only.
+        wildcard(release, "default", Base::Default, Mode::Legacy);
+    }
 }
 
-#[test]
-fn case6_wildcard_hosts() {
-    e2e!("case6_wildcard_hosts");
-    wildcard("default", Base::Default, Mode::Hosts);
-    wildcard("*", Base::Debian, Mode::Hosts);
+fn case6_wildcard_hosts(release: Release) {
+    wildcard(release, "default", Base::Default, Mode::Hosts);
+    wildcard(release, "*", Base::Debian, Mode::Hosts);
 }
 
 /// Case 7: hosts mode takes a changed Secret without a restart.
-#[test]
-fn case7_hosts_live_update() {
-    e2e!("case7_hosts_live_update");
+fn case7_hosts_live_update(release: Release) {
     let a = mirror(Kind::Plain);
     let b = mirror(Kind::Plain);
     let first = Secret::new(&a.host(), &docker_and_quay(&a, "http://"));
-    let node = applied_node(Base::Debian, Mode::Hosts, &first);
+    let node = applied_node(release, Base::Debian, Mode::Hosts, &first);
     assert_pull_via(&node, &a, "docker.io/library/tiny:1", DOCKER_PATH);
     let pid = node.pid();
 
@@ -335,13 +417,12 @@ fn case7_hosts_live_update() {
     );
 }
 
-/// Case 8: negative control: the seed doc's endpoint form (no `/v2`), written by hand, fails,
-/// and the mirror saw the `/airgap-images/...` path without `/v2` (404).
-#[test]
-fn case8_negative_control_seed_doc_endpoint() {
-    e2e!("case8_negative_control_seed_doc_endpoint");
+/// Case 8: negative control: the seed doc's endpoint form (no scheme, no `/v2`), written by
+/// hand, fails. 1.x asks the mirror for `/airgap-images/...` without `/v2` (404); 2.x does not
+/// even ask the mirror. Either way the mirror never answers the `/v2/...` path.
+fn case8_negative_control_seed_doc_endpoint(release: Release) {
     let reg = mirror(Kind::Plain);
-    let mut node = Containerd::prepare(Base::Default);
+    let mut node = Containerd::prepare_on(release, Base::Debian);
     node.write_config(&containerd::with_legacy_mirror(
         &node.original,
         "docker.io",
@@ -350,12 +431,14 @@ fn case8_negative_control_seed_doc_endpoint() {
     node.start();
     let mark = reg.mark();
     let err = assert_pull_fails(&node, "docker.io/library/tiny:1");
-    let wrong = reg.hits(mark, SEED_DOC_PATH);
-    assert!(
-        wrong.iter().any(|r| r.status == 404),
-        "expected a 404 for {SEED_DOC_PATH}; CRI error: {err}\naccess log:\n{}",
-        reg.log_since(mark)
-    );
+    if !release.is_2x() {
+        let wrong = reg.hits(mark, SEED_DOC_PATH);
+        assert!(
+            wrong.iter().any(|r| r.status == 404),
+            "expected a 404 for {SEED_DOC_PATH}; CRI error: {err}\naccess log:\n{}",
+            reg.log_since(mark)
+        );
+    }
     assert!(
         reg.hits(mark, DOCKER_PATH).is_empty(),
         "the /v2 path must not have been asked:\n{}",
@@ -363,57 +446,35 @@ fn case8_negative_control_seed_doc_endpoint() {
     );
 }
 
-/// `mirrors` of the effective CRI config: empty (null or `{}`)?
-fn no_mirrors(registry: &serde_json::Value) -> bool {
-    match &registry["mirrors"] {
-        serde_json::Value::Null => true,
-        serde_json::Value::Object(m) => m.is_empty(),
-        _ => false,
-    }
-}
-
-/// Case 9: revert, restart: the effective CRI config has no mirrors (and no config_path),
-/// and a pull no longer reaches the mirror.
-fn revert(base: Base, mode: Mode) {
+/// Case 9: revert, restart: the effective config has no mirrors (and no config_path), and a
+/// pull no longer reaches the mirror.
+fn revert(release: Release, base: Base, mode: Mode) {
     let reg = mirror(Kind::Plain);
     let secret = Secret::new(&reg.host(), &docker_and_quay(&reg, "http://"));
-    let mut node = applied_node(base, mode, &secret);
-    let before = node.effective_registry();
+    let mut node = applied_node(release, base, mode, &secret);
+    let before = node.loaded();
     match mode {
         Mode::Legacy => assert!(
-            !no_mirrors(&before),
-            "apply (legacy) should have loaded mirrors: {before}"
+            !before.mirrors.is_empty(),
+            "apply (legacy) should have loaded mirrors: {before:?}"
         ),
-        Mode::Hosts => assert_ne!(
-            before["configPath"].as_str().unwrap_or(""),
-            "",
-            "apply (hosts) should have set config_path: {before}"
+        _ => assert_eq!(
+            before.config_path,
+            node.certs_dir.to_str().unwrap(),
+            "apply (hosts) should have set config_path: {before:?}"
         ),
     }
     assert_pull_via(&node, &reg, "docker.io/library/tiny:1", DOCKER_PATH);
 
     let run = cli::revert(&node);
     node.restart();
-    let after = node.effective_registry();
+    let after = node.loaded();
     assert!(
-        no_mirrors(&after),
-        "mirrors left after revert ({run}):\n{after:#}\n{}",
+        after.mirrors.is_empty() && after.config_path.is_empty(),
+        "mirrors or config_path left after revert ({run}):\n{after:#?}\n{}",
         cli::written_files(&node)
     );
-    assert_eq!(
-        after["configPath"].as_str().unwrap_or(""),
-        "",
-        "config_path left after revert ({run}):\n{after:#}\n{}",
-        cli::written_files(&node)
-    );
-    if node.config_text() != node.original {
-        eprintln!(
-            "note: config.toml after revert differs from the original:\n--- original\n{}\n--- \
-             after revert\n{}",
-            node.original,
-            node.config_text()
-        );
-    }
+    assert_eq!(node.config_text(), node.original, "revert is not byte-exact");
     let mark = reg.mark();
     assert_pull_fails(&node, "quay.io/e2e/tiny:1");
     assert!(
@@ -423,25 +484,89 @@ fn revert(base: Base, mode: Mode) {
     );
 }
 
-#[test]
-fn case9_revert_legacy() {
-    e2e!("case9_revert_legacy");
-    revert(Base::Default, Mode::Legacy);
+fn case9_revert_legacy(release: Release) {
+    revert(release, Base::Debian, Mode::Legacy);
 }
 
-#[test]
-fn case9_revert_hosts() {
-    e2e!("case9_revert_hosts");
-    revert(Base::Debian, Mode::Hosts);
+fn case9_revert_hosts(release: Release) {
+    revert(release, Base::Debian, Mode::Hosts);
+}
+
+/// Case 10: auto mode, TLS + CA_CERT + USERNAME/PASSWORD, on both base files: whatever auto
+/// picks for this containerd and file must pull through the mirror (on 2.x with a version 2
+/// file, legacy `configs.tls` would be dropped: auto must pick hosts mode there).
+fn case10_auto_tls_ca_auth(release: Release) {
+    let reg = mirror(Kind::TlsAuth);
+    let (user, pass) = reg.creds().unwrap();
+    let mut secret = Secret::new(&reg.host(), &docker_and_quay(&reg, ""));
+    secret.ca_cert = reg.tls.as_ref().unwrap().ca_pem();
+    secret.username = user.to_string();
+    secret.password = pass.to_string();
+    for base in [Base::Debian, Base::Default] {
+        let node = applied_node(release, base, Mode::Auto, &secret);
+        let hosts = node.config_text().contains("config_path");
+        assert_eq!(
+            hosts,
+            release.is_2x(),
+            "auto on {release:?} with the {base:?} file picked the wrong mode:\n{}",
+            cli::written_files(&node)
+        );
+        assert_pull_via(&node, &reg, "docker.io/library/tiny:1", DOCKER_PATH);
+        assert_pull_via(&node, &reg, "quay.io/e2e/tiny:1", QUAY_PATH);
+    }
+}
+
+/// Case 11: a target written with the registry API root (`host/v2/prefix`, as Harbor proxy-cache
+/// docs write it) means the same as without: it pulls, and `diff` of one form against the other
+/// is empty.
+fn case11_v2_target_form(release: Release) {
+    let reg = mirror(Kind::Plain);
+    let h = reg.host();
+    let with_v2 = Secret::new(
+        &h,
+        &format!("docker.io::http://{h}/v2/airgap-images/docker.io,quay.io::http://{h}/v2/airgap-images/quay.io"),
+    );
+    let node = applied_node(release, Base::Default, Mode::Auto, &with_v2);
+    assert!(
+        !node.config_text().contains("/v2/v2") && !cli::written_files(&node).contains("/v2/v2"),
+        "double /v2:\n{}",
+        cli::written_files(&node)
+    );
+    assert_pull_via(&node, &reg, "docker.io/library/tiny:1", DOCKER_PATH);
+    assert_pull_via(&node, &reg, "quay.io/e2e/tiny:1", QUAY_PATH);
+    let without = Secret::new(&h, &docker_and_quay(&reg, "http://")).write(&node, "plain");
+    let d = cli::diff(&node, &without, Mode::Auto);
+    assert_eq!(d.code, 0, "the forms with and without /v2 differ: {d}");
+}
+
+/// Case 12: a version 1 file (no `version` key). 1.x reads `plugins.cri`: auto writes legacy
+/// mirrors there. 2.x ignores `plugins.cri` in such a file: legacy is refused, and auto writes
+/// `config_path` under the full plugin id `io.containerd.cri.v1.images`, which 2.x honours.
+fn case12_version1_file(release: Release) {
+    let reg = mirror(Kind::Plain);
+    let secret = Secret::new(&reg.host(), &docker_and_quay(&reg, "http://"));
+    let mut probe = Containerd::prepare_on(release, Base::V1);
+    if release.is_2x() {
+        legacy_or_refused(&mut probe, &secret, "version 1 file");
+    }
+    drop(probe);
+    let node = applied_node(release, Base::V1, Mode::Auto, &secret);
+    let text = node.config_text();
+    let table = if release.is_2x() {
+        "[plugins.\"io.containerd.cri.v1.images\".registry]"
+    } else {
+        "[plugins.cri.registry.mirrors.\"docker.io\"]"
+    };
+    assert!(text.contains(table), "expected {table}:\n{text}");
+    assert_pull_via(&node, &reg, "docker.io/library/tiny:1", DOCKER_PATH);
+    assert_pull_via(&node, &reg, "quay.io/e2e/tiny:1", QUAY_PATH);
 }
 
 /// Extra: `diff` reports changes before and none after `apply`; a second apply needs no
-/// restart. No containerd needed.
-#[test]
-fn diff_and_reapply_are_idempotent() {
-    e2e!("diff_and_reapply_are_idempotent");
+/// restart. containerd is not started: regmirror asks `containerd --version` of the release.
+fn diff_and_reapply_are_idempotent(release: Release) {
     for (base, mode) in [(Base::Debian, Mode::Legacy), (Base::Default, Mode::Hosts)] {
-        let node = Containerd::prepare(base);
+        let node = Containerd::prepare_on(release, base);
         let secret = Secret::new(
             "127.0.0.1:5000",
             "docker.io::127.0.0.1:5000/airgap-images/docker.io",
@@ -449,6 +574,10 @@ fn diff_and_reapply_are_idempotent() {
         .write(&node, "secret");
         let d = cli::diff(&node, &secret, mode);
         assert_eq!(d.code, 1, "diff before apply ({mode:?}, {base:?}): {d}");
+        assert!(
+            d.stdout.contains(&format!("containerd {}", release.version())),
+            "diff must say which containerd it decided for: {d}"
+        );
         let (restart, _) = cli::apply(&node, &secret, mode);
         assert!(restart, "first apply ({mode:?}, {base:?}) needs a restart");
         let written = cli::written_files(&node);
@@ -468,4 +597,44 @@ fn diff_and_reapply_are_idempotent() {
             "second apply rewrote files"
         );
     }
+}
+
+/// A node upgraded from containerd 1.6 to 2.1 under regmirror: legacy entries (with a CA, which
+/// 2.x would drop) move to hosts mode in one apply and one restart; pulls go through the mirror
+/// on both; revert afterwards is byte-exact to the admin's original file.
+#[test]
+fn upgrade_1_6_to_2_1_moves_legacy_to_hosts() {
+    e2e!("upgrade_1_6_to_2_1_moves_legacy_to_hosts");
+    if let Some(p) = Release::V2_1.problem()
+        && !support::prerequisites_verdict("upgrade", "containerd release", &[p])
+    {
+        return;
+    }
+    let reg = mirror(Kind::TlsAuth);
+    let (user, pass) = reg.creds().unwrap();
+    let mut secret = Secret::new(&reg.host(), &docker_and_quay(&reg, ""));
+    secret.ca_cert = reg.tls.as_ref().unwrap().ca_pem();
+    secret.username = user.to_string();
+    secret.password = pass.to_string();
+    let mut node = applied_node(Release::V1_6, Base::Debian, Mode::Auto, &secret);
+    assert!(!node.config_text().contains("config_path"), "1.6 + v2 file: legacy");
+    assert_pull_via(&node, &reg, "docker.io/library/tiny:1", DOCKER_PATH);
+
+    node.upgrade_to(Release::V2_1);
+    let file = secret.write(&node, "secret");
+    let (restart, run) = cli::apply(&node, &file, Mode::Auto);
+    assert!(restart, "moving to hosts mode changes config.toml: {run}");
+    assert!(run.stdout.contains("containerd 2.1.9"), "{run}");
+    let text = node.config_text();
+    assert!(
+        text.contains("config_path") && !text.contains("mirrors") && !text.contains("ca_file"),
+        "legacy entries must be gone, config_path written:\n{text}"
+    );
+    node.restart();
+    assert_pull_via(&node, &reg, "docker.io/library/tiny:1", DOCKER_PATH);
+    assert_pull_via(&node, &reg, "quay.io/e2e/tiny:1", QUAY_PATH);
+    let (restart, run) = cli::apply(&node, &file, Mode::Auto);
+    assert!(!restart, "a second apply on 2.1 changed something: {run}");
+    cli::revert(&node);
+    assert_eq!(node.config_text(), node.original, "revert is not byte-exact");
 }

@@ -23,6 +23,7 @@ fuzz_target!(|data: &[u8]| {
             spec: Some(&spec),
             mode,
             certs_dir: Path::new("/etc/containerd/certs.d"),
+            containerd: None,
         })
         .expect("a valid spec renders");
         let doc: toml_edit::DocumentMut = r.config.parse().expect("config parses");

@@ -28,6 +28,7 @@ fuzz_target!(|data: &[u8]| {
             spec: Some(&spec),
             mode,
             certs_dir: Path::new("/etc/containerd/certs.d"),
+            containerd: None,
         };
         let Ok(applied) = render(&input) else { continue };
         let reverted = render(&RenderInput {
@@ -36,6 +37,7 @@ fuzz_target!(|data: &[u8]| {
             spec: None,
             mode,
             certs_dir: Path::new("/etc/containerd/certs.d"),
+            containerd: None,
         })
         .expect("revert of an accepted render works");
         assert_eq!(reverted.config, config, "apply then revert is byte-identical");
@@ -48,6 +50,7 @@ fuzz_target!(|data: &[u8]| {
             spec: None,
             mode,
             certs_dir: Path::new("/etc/containerd/certs.d"),
+            containerd: None,
         })
         .expect("surgical revert of an accepted render works");
         assert_eq!(

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use base64::Engine;
 
-use crate::render::{self, Mode, RenderError, RenderInput, Resolved};
+use crate::render::{self, Choice, RenderError, RenderInput, Resolved};
 use crate::spec::RegistrySpec;
 pub use state::{OwnedFile, State};
 
@@ -79,6 +79,8 @@ pub struct Plan {
     pub restart_needed: bool,
     pub mode: Option<Resolved>,
     pub warnings: Vec<String>,
+    /// What containerd must show once it loaded this plan (`None`: revert).
+    pub expect: Option<render::Expectation>,
 }
 
 impl Plan {
@@ -151,7 +153,12 @@ fn read_imports(config: &str) -> Vec<(PathBuf, String)> {
 }
 
 /// Compute what applying `spec` (or reverting, with `None`) would change. Reads only.
-pub fn plan(paths: &Paths, spec: Option<&RegistrySpec>, mode: Mode) -> Result<Plan, ApplyError> {
+pub fn plan(
+    paths: &Paths,
+    spec: Option<&RegistrySpec>,
+    choice: impl Into<Choice>,
+) -> Result<Plan, ApplyError> {
+    let choice = choice.into();
     let before = load_state(paths)?;
     let current = write::read_optional(&paths.config).map_err(io_err("read", &paths.config))?;
     let (text, cur_mode) = match &current {
@@ -167,8 +174,9 @@ pub fn plan(paths: &Paths, spec: Option<&RegistrySpec>, mode: Mode) -> Result<Pl
         config: &text,
         prior: &before.ownership,
         spec,
-        mode,
+        mode: choice.mode,
         certs_dir: &paths.certs_dir,
+        containerd: choice.containerd,
     })?;
     let mut warnings = spec.map(|s| s.warnings.clone()).unwrap_or_default();
     warnings.extend(rendered.warnings.iter().cloned());
@@ -284,6 +292,7 @@ pub fn plan(paths: &Paths, spec: Option<&RegistrySpec>, mode: Mode) -> Result<Pl
         state_after: after,
         mode: rendered.mode,
         warnings,
+        expect: rendered.expect,
     })
 }
 
@@ -294,6 +303,7 @@ pub struct Outcome {
     pub restart_needed: bool,
     pub mode: Option<Resolved>,
     pub warnings: Vec<String>,
+    pub expect: Option<render::Expectation>,
 }
 
 /// Write a plan: in-flight state (union of before and after) → managed files → config.toml
@@ -305,6 +315,7 @@ pub fn execute(paths: &Paths, plan: &Plan) -> Result<Outcome, ApplyError> {
         restart_needed: plan.restart_needed,
         mode: plan.mode,
         warnings: plan.warnings.clone(),
+        expect: plan.expect.clone(),
     };
     if plan.is_noop() {
         return Ok(outcome);
@@ -387,24 +398,25 @@ pub const LOCK_WAIT: Duration = Duration::from_secs(30);
 pub fn apply(
     paths: &Paths,
     spec: Option<&RegistrySpec>,
-    mode: Mode,
+    choice: impl Into<Choice>,
 ) -> Result<Outcome, ApplyError> {
-    apply_planned(paths, spec, mode).map(|(_, o)| o)
+    apply_planned(paths, spec, choice).map(|(_, o)| o)
 }
 
 /// Like [`apply`], also returning the plan that was written (for a later [`rollback`]).
 pub fn apply_planned(
     paths: &Paths,
     spec: Option<&RegistrySpec>,
-    mode: Mode,
+    choice: impl Into<Choice>,
 ) -> Result<(Plan, Outcome), ApplyError> {
+    let choice = choice.into();
     // A plan that cannot be made (bad config.toml, corrupt state, a file where a directory
     // belongs) is refused before the lock is taken: a refused apply leaves no trace at all, not
     // even the state directory or its lock file. The plan is made again under the lock.
-    plan(paths, spec, mode)?;
+    plan(paths, spec, choice)?;
     let _lock =
         write::Lock::acquire(&paths.lock(), LOCK_WAIT).map_err(io_err("lock", &paths.lock()))?;
-    let plan = plan(paths, spec, mode)?;
+    let plan = plan(paths, spec, choice)?;
     let outcome = execute(paths, &plan)?;
     Ok((plan, outcome))
 }

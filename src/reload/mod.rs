@@ -8,6 +8,7 @@
 //! namespace (systemd unit on an edge host), no `setns` happens.
 
 pub mod cri;
+pub mod verify;
 
 use std::fs::File;
 use std::os::unix::fs::MetadataExt;
@@ -83,20 +84,46 @@ pub struct ReloadArgs {
         default_value = "containerd.service"
     )]
     pub containerd_unit: String,
-    /// Run systemctl in the namespaces of this PID (1 = the host, from a hostPID pod; 0 = never
-    /// enter other namespaces).
-    #[arg(long, env = "REGMIRROR_HOST_PID", default_value_t = 1)]
-    pub host_pid: i32,
-    /// containerd's CRI socket, for the health check.
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+    /// How long containerd may take to answer CRI Version and Status after a restart.
+    #[arg(long, env = "REGMIRROR_HEALTH_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub health_timeout: Duration,
+}
+
+/// Which containerd, and how to reach it: shared by every command that decides or reloads.
+#[derive(Args, Debug, Clone)]
+pub struct RuntimeArgs {
+    /// containerd's version (e.g. 2.1.9): decide for it without asking the node (offline
+    /// `diff`). Unset: CRI Version over --containerd-socket, then `containerd --version`.
+    #[arg(long, env = "REGMIRROR_CONTAINERD_VERSION", value_name = "VERSION")]
+    pub containerd_version: Option<crate::runtime::ContainerdVersion>,
+    /// containerd's CRI socket (version, health check, load verification).
     #[arg(
         long,
         env = "REGMIRROR_CONTAINERD_SOCKET",
         default_value = "/run/containerd/containerd.sock"
     )]
     pub containerd_socket: PathBuf,
-    /// How long containerd may take to answer CRI Version and Status after a restart.
-    #[arg(long, env = "REGMIRROR_HEALTH_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
-    pub health_timeout: Duration,
+    /// Run systemctl and `containerd --version` in the namespaces of this PID (1 = the host,
+    /// from a hostPID pod; 0 = never enter other namespaces).
+    #[arg(long, env = "REGMIRROR_HOST_PID", default_value_t = 1)]
+    pub host_pid: i32,
+}
+
+impl RuntimeArgs {
+    /// Ask the node (or take the flag).
+    pub fn detect(&self) -> crate::runtime::Runtime {
+        crate::runtime::detect::detect_blocking(&self.probe())
+    }
+
+    pub fn probe(&self) -> crate::runtime::detect::Probe<'_> {
+        crate::runtime::detect::Probe {
+            explicit: self.containerd_version,
+            socket: &self.containerd_socket,
+            host_pid: self.host_pid,
+        }
+    }
 }
 
 /// Why a reload failed.
@@ -106,6 +133,8 @@ pub enum ReloadError {
     Command { what: String, detail: String },
     #[error("containerd is not healthy after the restart: {0}")]
     Unhealthy(#[from] cri::CriError),
+    #[error(transparent)]
+    NotLoaded(#[from] verify::VerifyError),
 }
 
 /// Carries out a [`ReloadStrategy`].
@@ -128,8 +157,8 @@ impl Reloader {
         Reloader {
             strategy: a.reload.clone().unwrap_or(default),
             unit: a.containerd_unit.clone(),
-            host_pid: a.host_pid,
-            socket: a.containerd_socket.clone(),
+            host_pid: a.runtime.host_pid,
+            socket: a.runtime.containerd_socket.clone(),
             health_timeout: a.health_timeout,
         }
     }
@@ -151,9 +180,14 @@ impl Reloader {
         }
     }
 
-    /// Restart (if the strategy says so) and wait for containerd to be healthy. Returns a line
-    /// saying what happened, or `None` when nothing was done.
-    pub async fn reload(&self, restart_needed: bool) -> Result<Option<String>, ReloadError> {
+    /// Restart (if the strategy says so), wait for containerd to be healthy, and check that it
+    /// loaded `expect` (see [`verify`]). Returns a line saying what happened, or `None` when
+    /// nothing was done.
+    pub async fn reload(
+        &self,
+        restart_needed: bool,
+        expect: Option<&crate::render::Expectation>,
+    ) -> Result<Option<String>, ReloadError> {
         if !self.will_restart(restart_needed) {
             return Ok(None);
         }
@@ -168,16 +202,21 @@ impl Reloader {
             }
         };
         let version = cri::wait_healthy(&self.socket, self.health_timeout).await?;
-        Ok(Some(format!("{what}; containerd {version} healthy")))
+        let loaded = match expect {
+            Some(e) => format!("; {}", verify::verify_loaded(&self.socket, e).await?),
+            None => String::new(),
+        };
+        Ok(Some(format!("{what}; containerd {version} healthy{loaded}")))
     }
 
     /// Restart without judging the result (used to come back after a rollback).
     pub async fn restart_only(&self) -> Result<(), ReloadError> {
         match &self.strategy {
-            ReloadStrategy::Command(c) => run_host(self.host_pid, "sh", &["-c", c]).await,
-            ReloadStrategy::None => Ok(()),
-            _ => run_host(self.host_pid, "systemctl", &["restart", &self.unit]).await,
-        }
+            ReloadStrategy::Command(c) => run_host(self.host_pid, "sh", &["-c", c]).await?,
+            ReloadStrategy::None => return Ok(()),
+            _ => run_host(self.host_pid, "systemctl", &["restart", &self.unit]).await?,
+        };
+        Ok(())
     }
 }
 
@@ -194,7 +233,8 @@ fn same_namespace(pid: i32, ns: &str) -> Option<bool> {
 }
 
 /// Run `program args` in the namespaces of `pid` (no setns when they are ours already).
-async fn run_host(pid: i32, program: &str, args: &[&str]) -> Result<(), ReloadError> {
+/// Returns its standard output.
+pub(crate) async fn run_host(pid: i32, program: &str, args: &[&str]) -> Result<String, ReloadError> {
     let what = format!("{program} {}", args.join(" "));
     let mut cmd = std::process::Command::new(program);
     cmd.args(args);
@@ -256,7 +296,7 @@ async fn run_host(pid: i32, program: &str, args: &[&str]) -> Result<(), ReloadEr
             ),
         });
     }
-    Ok(())
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 #[cfg(test)]

@@ -5,6 +5,8 @@
 //! base is the admin's file alone), then writes the new spec into that base. Reverting is the
 //! first half alone.
 
+pub mod decide;
+pub mod eol;
 pub mod hosts;
 pub mod legacy;
 pub mod owned;
@@ -45,6 +47,23 @@ pub enum Mode {
     Hosts,
 }
 
+/// What the renderer decides with: the asked-for mode and the running containerd's version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Choice {
+    pub mode: Mode,
+    /// `None`: unknown; the decision is made from the file alone.
+    pub containerd: Option<crate::runtime::ContainerdVersion>,
+}
+
+impl From<Mode> for Choice {
+    fn from(mode: Mode) -> Self {
+        Choice {
+            mode,
+            containerd: None,
+        }
+    }
+}
+
 /// The mode a render actually used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -62,6 +81,15 @@ pub struct ManagedFile {
     pub mode: u32,
 }
 
+/// What the running containerd must show after a restart for the render to count as loaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Expectation {
+    /// Hosts mode: `config_path` names this directory (the first one, where hosts.toml go).
+    ConfigPath(PathBuf),
+    /// Legacy mode: these mirror keys with exactly these endpoint lists.
+    Mirrors(Vec<(String, Vec<String>)>),
+}
+
 /// The outcome of a render.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rendered {
@@ -71,6 +99,8 @@ pub struct Rendered {
     pub mode: Option<Resolved>,
     pub version: ConfigVersion,
     pub warnings: Vec<String>,
+    /// `None` for a revert.
+    pub expect: Option<Expectation>,
 }
 
 /// What a render needs to know.
@@ -83,6 +113,8 @@ pub struct RenderInput<'a> {
     pub spec: Option<&'a RegistrySpec>,
     pub mode: Mode,
     pub certs_dir: &'a Path,
+    /// The running containerd's version (`None`: unknown, decide from the file alone).
+    pub containerd: Option<crate::runtime::ContainerdVersion>,
 }
 
 fn parse(text: &str) -> Result<DocumentMut, RenderError> {
@@ -371,20 +403,16 @@ pub fn render(input: &RenderInput<'_>) -> Result<Rendered, RenderError> {
             mode: None,
             version,
             warnings,
+            expect: None,
         });
     };
     // Edit the admin's text itself: toml_edit spells keys the way the parsed text first did.
     let mut doc = parse(&base)?;
-    let registry = version::registry_table(version);
-    let existing_dirs = version::config_path(&doc, version);
-    let resolved = match input.mode {
-        Mode::Legacy => Resolved::Legacy,
-        Mode::Hosts => Resolved::Hosts,
-        Mode::Auto if matches!(version, ConfigVersion::V3Plus(_)) || existing_dirs.is_some() => {
-            Resolved::Hosts
-        }
-        Mode::Auto => Resolved::Legacy,
-    };
+    let decision = decide::decide(input.mode, input.containerd, version, &doc, spec)?;
+    warnings.extend(decision.warnings.iter().cloned());
+    let registry = decision.registry;
+    let resolved = decision.resolved;
+    let existing_dirs = decide::config_path(&doc, input.containerd, version);
     let certs_dir: PathBuf = match (&existing_dirs, resolved) {
         (Some(dirs), Resolved::Hosts) => {
             let first = PathBuf::from(&dirs[0]);
@@ -412,11 +440,6 @@ pub fn render(input: &RenderInput<'_>) -> Result<Rendered, RenderError> {
     });
     match resolved {
         Resolved::Legacy => {
-            if matches!(version, ConfigVersion::V3Plus(_)) {
-                return Err(RenderError::Conflict(
-                    "legacy mode needs config version 1 or 2; this file is version 3 or later (use --mode hosts)".into(),
-                ));
-            }
             legacy::apply(
                 &mut doc,
                 &registry,
@@ -468,7 +491,7 @@ pub fn render(input: &RenderInput<'_>) -> Result<Rendered, RenderError> {
         }
     }
     owned::mark_created(&mut doc, &own);
-    let config = keep_untouched_lines(&base, &doc.to_string());
+    let config = eol::match_line_endings(&base, &keep_untouched_lines(&base, &doc.to_string()));
     own.no_final_newline = !base.is_empty() && !base.ends_with('\n');
     own.snapshot = Some(owned::Snapshot {
         written_sha256: owned::sha256_hex(&config),
@@ -487,6 +510,20 @@ pub fn render(input: &RenderInput<'_>) -> Result<Rendered, RenderError> {
         mode: Some(resolved),
         version,
         warnings,
+        expect: Some(match resolved {
+            Resolved::Hosts => Expectation::ConfigPath(certs_dir),
+            Resolved::Legacy => Expectation::Mirrors(
+                spec.mirrors
+                    .iter()
+                    .map(|m| {
+                        (
+                            legacy::mirror_key(&m.source),
+                            legacy::endpoint_list(spec, m.target.as_ref()),
+                        )
+                    })
+                    .collect(),
+            ),
+        }),
     })
 }
 

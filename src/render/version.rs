@@ -56,7 +56,11 @@ pub fn lookup<'a>(doc: &'a DocumentMut, path: &[String]) -> Option<&'a Item> {
 pub fn config_path(doc: &DocumentMut, version: ConfigVersion) -> Option<Vec<String>> {
     let mut path = registry_table(version);
     path.push("config_path".into());
-    let s = lookup(doc, &path)?.as_str()?;
+    split_config_path(lookup(doc, &path)?.as_str()?)
+}
+
+/// A `config_path` value as containerd reads it: `""` is unset, `a:b` names two directories.
+pub fn split_config_path(s: &str) -> Option<Vec<String>> {
     let dirs: Vec<String> = s
         .split(':')
         .filter(|d| !d.is_empty())

@@ -290,6 +290,11 @@ pub fn parse_repository_prefix(s: &str) -> Result<String, EndpointError> {
             "repository path {s:?} starts with v2/: write the repository prefix only, regmirror adds /v2 itself"
         ));
     }
+    if s.split('/').any(|c| c == "v2") {
+        return err(format!(
+            "repository path {s:?} has a v2 component inside it: /v2 is the registry API root, only allowed first (regmirror adds /v2 itself)"
+        ));
+    }
     for comp in s.split('/') {
         check_path_component(comp).map_err(|why| {
             EndpointError(format!("repository path {s:?}: component {comp:?} {why}"))
@@ -339,7 +344,18 @@ fn check_path_component(c: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
-/// Parse a mirror target `[http://|https://]host[:port][/prefix]`.
+/// A target path that starts with the registry API root (`v2/…`, as Harbor proxy-cache docs
+/// write it) means the same as the path without it: regmirror adds `/v2` itself. Only the first
+/// `v2` is the API root; a `v2` further in is refused by [`parse_repository_prefix`].
+fn strip_api_root(path: &str) -> &str {
+    match path.strip_prefix("v2") {
+        Some("") => "",
+        Some(rest) if rest.starts_with('/') => &rest[1..],
+        _ => path,
+    }
+}
+
+/// Parse a mirror target `[http://|https://]host[:port][/[v2/]prefix]`.
 pub fn parse_target(s: &str) -> Result<Target, EndpointError> {
     let (scheme, rest) = if let Some(r) = s.strip_prefix("https://") {
         (Some(Scheme::Https), r)
@@ -359,7 +375,7 @@ pub fn parse_target(s: &str) -> Result<Target, EndpointError> {
         None => (rest, None),
     };
     let host = parse_host_port(hostport)?;
-    let prefix = match path {
+    let prefix = match path.map(strip_api_root) {
         None | Some("") => None,
         Some(p) => Some(parse_repository_prefix(p)?),
     };
@@ -394,6 +410,22 @@ mod tests {
     }
 
     #[test]
+    fn api_root_in_target_means_the_same_as_without() {
+        for (with, without) in [
+            ("harbor.example.org/v2/proxy-cache/docker.io", "harbor.example.org/proxy-cache/docker.io"),
+            ("http://h:5000/v2/x", "http://h:5000/x"),
+            ("h/v2", "h"),
+            ("h/v2/", "h"),
+        ] {
+            assert_eq!(parse_target(with).unwrap(), parse_target(without).unwrap(), "{with}");
+        }
+        assert_eq!(
+            parse_target("h/v2/p").unwrap().endpoint_url(Scheme::Https),
+            ("https://h/v2/p".into(), true)
+        );
+    }
+
+    #[test]
     fn insecure_means_https_unverified_then_http() {
         let t = parse_target("h.example/p").unwrap();
         let e = t.endpoints(true);
@@ -419,7 +451,9 @@ mod tests {
             "ftp://h",
             "h/UPPER",
             "h/a//b",
-            "h/v2/x",
+            "h/v2/v2/x",
+            "h/x/v2/y",
+            "h/v2//x",
             "[zz::1]",
             "h/a..b",
             "999.1.1.1",

@@ -118,6 +118,7 @@ pub fn render_at(
         spec,
         mode,
         certs_dir,
+        containerd: None,
     })
 }
 

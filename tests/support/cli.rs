@@ -15,6 +15,7 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_regmirror");
 /// `--mode`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
+    Auto,
     Legacy,
     Hosts,
 }
@@ -22,6 +23,7 @@ pub enum Mode {
 impl Mode {
     pub fn as_str(self) -> &'static str {
         match self {
+            Mode::Auto => "auto",
             Mode::Legacy => "legacy",
             Mode::Hosts => "hosts",
         }
@@ -119,7 +121,9 @@ impl std::fmt::Display for Run {
     }
 }
 
-/// Runs `regmirror <args>` with the node's `--config`, `--certs-dir`, `--state-dir`.
+/// Runs `regmirror <args>` with the node's `--config`, `--certs-dir`, `--state-dir` and its
+/// CRI socket (`--containerd-socket`, `--host-pid 0`), with the node's release first on `PATH`:
+/// regmirror learns the version itself (CRI Version, else `containerd --version`), as on a node.
 pub fn regmirror(node: &Containerd, subcommand: &str, extra: &[&str]) -> Run {
     let mut cmd = Command::new(BIN);
     // Only the flags given here count: no REGMIRROR_* setting from the caller's environment.
@@ -136,7 +140,11 @@ pub fn regmirror(node: &Containerd, subcommand: &str, extra: &[&str]) -> Run {
         .arg(&node.certs_dir)
         .arg("--state-dir")
         .arg(&node.state_dir)
+        .arg("--containerd-socket")
+        .arg(&node.socket)
+        .args(["--host-pid", "0"])
         .args(extra)
+        .env("PATH", node.release.path_env())
         .env("RUST_BACKTRACE", "1")
         .stdin(Stdio::null())
         .output()

@@ -21,20 +21,115 @@ pub const PULL_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long containerd may take to answer CRI after a (re)start.
 pub const START_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// A config.toml with no `version` key (read as version 1), as older installers write it.
+pub const V1_CONFIG: &str = "# containerd config version 1 (no version key)\n\
+[plugins.cri]\n  sandbox_image = \"registry.k8s.io/pause:3.9\"\n\
+[plugins.cri.containerd]\n  snapshotter = \"overlayfs\"\n";
+
+/// The registry settings a containerd took (see [`Containerd::loaded`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Loaded {
+    /// `""` when unset.
+    pub config_path: String,
+    pub mirrors: std::collections::BTreeMap<String, Vec<String>>,
+    pub from: &'static str,
+}
+
+/// A containerd release of the test matrix: Debian 12's own (`/usr/bin/containerd`), or one
+/// that `scripts/fetch-containerd.sh` unpacked from Debian's newer suites into
+/// `target/containerd/<version>/usr/bin`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Release {
+    /// Debian 12 (bookworm): 1.6.20.
+    V1_6,
+    /// Debian 13 (trixie): 1.7.24.
+    V1_7,
+    /// Debian unstable (sid): 2.1.9.
+    V2_1,
+}
+
+impl Release {
+    pub const ALL: [Release; 3] = [Release::V1_6, Release::V1_7, Release::V2_1];
+
+    /// The version as regmirror's `--containerd-version` spells it.
+    pub fn version(self) -> &'static str {
+        match self {
+            Release::V1_6 => "1.6.20",
+            Release::V1_7 => "1.7.24",
+            Release::V2_1 => "2.1.9",
+        }
+    }
+
+    pub fn is_2x(self) -> bool {
+        self == Release::V2_1
+    }
+
+    /// The directory holding this release's `containerd` and `ctr`.
+    pub fn bin_dir(self) -> PathBuf {
+        match self {
+            Release::V1_6 => PathBuf::from("/usr/bin"),
+            _ => {
+                let cache = std::env::var_os("REGMIRROR_CONTAINERD_CACHE")
+                    .map(PathBuf::from)
+                    .unwrap_or_else(|| {
+                        Path::new(env!("CARGO_MANIFEST_DIR")).join("target/containerd")
+                    });
+                cache.join(self.version()).join("usr/bin")
+            }
+        }
+    }
+
+    pub fn binary(self) -> PathBuf {
+        self.bin_dir().join("containerd")
+    }
+
+    /// `None` when the binary is there and says it is this version; else what is wrong.
+    pub fn problem(self) -> Option<String> {
+        let bin = self.binary();
+        let out = Command::new(&bin).arg("--version").output();
+        match out {
+            Ok(o) if String::from_utf8_lossy(&o.stdout).contains(self.version()) => None,
+            Ok(o) => Some(format!(
+                "{} --version says {:?}, not {}",
+                bin.display(),
+                String::from_utf8_lossy(&o.stdout).trim(),
+                self.version()
+            )),
+            Err(e) => Some(format!(
+                "containerd {} not found at {} ({e}): run scripts/fetch-containerd.sh",
+                self.version(),
+                bin.display()
+            )),
+        }
+    }
+
+    /// `PATH` with this release's directory first (for regmirror's `containerd --version`).
+    pub fn path_env(self) -> std::ffi::OsString {
+        let mut dirs = vec![self.bin_dir()];
+        dirs.extend(std::env::split_paths(
+            &std::env::var_os("PATH").unwrap_or_default(),
+        ));
+        std::env::join_paths(dirs).expect("PATH")
+    }
+}
+
 /// The config.toml a node starts with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Base {
-    /// Debian's packaged config.toml (`tests/fixtures/debian-config.toml`).
+    /// Debian's packaged config.toml (`tests/fixtures/debian-config.toml`), version 2.
     Debian,
-    /// `containerd config default`, generated at test time.
+    /// `containerd config default` of the node's release (version 2 on 1.x, 3 on 2.x).
     Default,
+    /// A version 1 file ([`V1_CONFIG`]).
+    V1,
 }
 
 impl Base {
-    pub fn text(self) -> String {
+    pub fn text(self, release: Release) -> String {
         match self {
             Base::Debian => DEBIAN_CONFIG.to_string(),
-            Base::Default => run(Command::new("containerd").args(["config", "default"])),
+            Base::Default => run(Command::new(release.binary()).args(["config", "default"])),
+            Base::V1 => V1_CONFIG.to_string(),
         }
     }
 }
@@ -43,6 +138,7 @@ impl Base {
 /// containerd process once started.
 pub struct Containerd {
     pub base: Base,
+    pub release: Release,
     /// The config.toml regmirror edits and containerd reads.
     pub config: PathBuf,
     /// `--certs-dir` for regmirror (not created beforehand, like on a fresh node).
@@ -61,18 +157,25 @@ pub struct Containerd {
 }
 
 impl Containerd {
-    /// Writes the starting config (from `base`) with the isolation keys set. Does not start.
+    /// Debian 12's containerd (1.6.20) from `base`; see [`Containerd::prepare_on`].
     pub fn prepare(base: Base) -> Containerd {
+        Containerd::prepare_on(Release::V1_6, base)
+    }
+
+    /// Writes the starting config (from `base`) with the isolation keys set, for `release`.
+    /// Does not start.
+    pub fn prepare_on(release: Release, base: Base) -> Containerd {
         let dir = temp_dir("ctd");
         let d = dir.path();
         let socket = d.join("containerd.sock");
-        let mut doc: DocumentMut = base.text().parse().expect("base config.toml parses");
+        let mut doc: DocumentMut = base.text(release).parse().expect("base config.toml parses");
         isolate(&mut doc, d, &socket);
         let original = doc.to_string();
         let config = d.join("config.toml");
         std::fs::write(&config, &original).unwrap();
         Containerd {
             base,
+            release,
             config,
             certs_dir: d.join("certs.d"),
             state_dir: d.join("regmirror-state"),
@@ -113,7 +216,7 @@ impl Containerd {
     /// process is kept (and stopped on drop) even when this fails. Returns the CRI version.
     pub fn try_start(&mut self) -> Result<String, CriError> {
         assert!(self.proc.is_none(), "containerd already running");
-        let mut cmd = Command::new("containerd");
+        let mut cmd = Command::new(self.release.binary());
         cmd.arg("--config")
             .arg(&self.config)
             .args(["--log-level", "debug"]);
@@ -140,7 +243,8 @@ impl Containerd {
             {
                 Ok(version) => {
                     eprintln!(
-                        "containerd {version} pid {} ({:?} base) healthy after {:?}",
+                        "containerd {version} ({:?}) pid {} ({:?} base) healthy after {:?}",
+                        self.release,
                         self.pid(),
                         self.base,
                         started.elapsed()
@@ -222,6 +326,76 @@ impl Containerd {
             .expect("CRI Version")
     }
 
+    /// `containerd config dump` of this node's config with this release: the effective
+    /// configuration as that containerd reads the file (2.x: migrated to version 3).
+    pub fn config_dump(&self) -> DocumentMut {
+        let text = run(Command::new(self.release.binary())
+            .arg("--config")
+            .arg(&self.config)
+            .args(["config", "dump"]));
+        text.parse().expect("config dump parses")
+    }
+
+    /// The registry settings this containerd took: from CRI Status(verbose) on 1.x (what it
+    /// really loaded), from `containerd config dump` on 2.x (its Status no longer carries them;
+    /// the real pulls of each test are the proof there).
+    pub fn loaded(&self) -> Loaded {
+        if !self.release.is_2x() {
+            let r = self.effective_registry();
+            let mirrors = r["mirrors"]
+                .as_object()
+                .map(|m| {
+                    m.iter()
+                        .map(|(k, v)| {
+                            let eps = v["endpoint"].as_array().cloned().unwrap_or_default();
+                            let eps = eps.iter().filter_map(|e| e.as_str().map(String::from));
+                            (k.clone(), eps.collect())
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            return Loaded {
+                config_path: r["configPath"].as_str().unwrap_or("").to_string(),
+                mirrors,
+                from: "CRI Status",
+            };
+        }
+        let dump = self.config_dump();
+        let reg = dump
+            .get("plugins")
+            .and_then(|p| p.get("io.containerd.cri.v1.images"))
+            .and_then(|p| p.get("registry"));
+        let config_path = reg
+            .and_then(|r| r.get("config_path"))
+            .and_then(|v| v.as_str())
+            .unwrap_or("")
+            .to_string();
+        let mut mirrors = std::collections::BTreeMap::new();
+        if let Some(m) = reg.and_then(|r| r.get("mirrors")).and_then(|m| m.as_table_like()) {
+            for (k, v) in m.iter() {
+                let eps = v
+                    .get("endpoint")
+                    .and_then(|e| e.as_array())
+                    .map(|a| a.iter().filter_map(|e| e.as_str().map(String::from)).collect())
+                    .unwrap_or_default();
+                mirrors.insert(k.to_string(), eps);
+            }
+        }
+        Loaded {
+            config_path,
+            mirrors,
+            from: "containerd config dump",
+        }
+    }
+
+    /// Stops this containerd and starts `release` on the same config, root and state: a
+    /// package upgrade of the node.
+    pub fn upgrade_to(&mut self, release: Release) {
+        self.stop();
+        self.release = release;
+        self.start();
+    }
+
     /// `info["config"]["registry"]` of CRI Status(verbose): what containerd really loaded.
     pub fn effective_registry(&self) -> serde_json::Value {
         let st = self.status();
@@ -271,6 +445,11 @@ impl Drop for Containerd {
 pub fn isolate(doc: &mut DocumentMut, dir: &Path, socket: &Path) {
     let s = |p: PathBuf| p.to_str().unwrap().to_string();
     doc["root"] = value(s(dir.join("root")));
+    // A version 1 file names plugins by their short id.
+    if doc.get("version").is_none() {
+        let opt = child_table(table(doc, "plugins"), "opt");
+        opt["path"] = value(s(dir.join("opt")));
+    }
     doc["state"] = value(s(dir.join("state")));
     table(doc, "grpc")["address"] = value(s(socket.to_path_buf()));
     table(doc, "ttrpc")["address"] = value(s(dir.join("containerd.sock.ttrpc")));

@@ -1,0 +1,184 @@
+//! Which way to configure mirrors, and in which table, for this containerd and this file: the
+//! decision table of the README ("containerd version × config version"), in one place. Pure.
+//!
+//! | containerd | file v1 (no `version`) | file v2 | file v3 / v4 |
+//! |---|---|---|---|
+//! | ≥ 2.0 | hosts, `io.containerd.cri.v1.images` | hosts, `io.containerd.grpc.v1.cri` (2.x migrates it) | hosts, `io.containerd.cri.v1.images` |
+//! | < 2.0 or unknown | legacy, `cri` (hosts if `config_path` is set) | legacy, `io.containerd.grpc.v1.cri` (hosts if `config_path` is set) | hosts, `io.containerd.cri.v1.images` |
+//!
+//! `--mode legacy` on ≥ 2.0 is refused when the spec needs what 2.x ignores (CA_CERT, INSECURE:
+//! `configs.*.tls` is dropped) or the file is version 1 (2.x ignores `plugins.cri`); otherwise it
+//! is written with a deprecation warning.
+
+use toml_edit::DocumentMut;
+
+use super::version::{self, ConfigVersion};
+use super::{Mode, RenderError, Resolved};
+use crate::runtime::ContainerdVersion;
+use crate::spec::RegistrySpec;
+
+/// The CRI image plugin id of containerd ≥ 2.0 (and of version ≥ 3 files).
+const IMAGES_PLUGIN: &str = "io.containerd.cri.v1.images";
+
+/// What the renderer writes, and where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub resolved: Resolved,
+    /// The key path of the registry table the running containerd reads.
+    pub registry: Vec<String>,
+    pub warnings: Vec<String>,
+}
+
+/// The registry table containerd `runtime` reads for a file of `file` version.
+pub fn registry_table(runtime: Option<ContainerdVersion>, file: ConfigVersion) -> Vec<String> {
+    match (runtime.is_some_and(ContainerdVersion::is_2x), file) {
+        (true, ConfigVersion::V1) => vec!["plugins".into(), IMAGES_PLUGIN.into(), "registry".into()],
+        _ => version::registry_table(file),
+    }
+}
+
+/// `config_path` as the running containerd reads it from this file (see [`version::config_path`]).
+pub fn config_path(
+    doc: &DocumentMut,
+    runtime: Option<ContainerdVersion>,
+    file: ConfigVersion,
+) -> Option<Vec<String>> {
+    let mut path = registry_table(runtime, file);
+    path.push("config_path".into());
+    version::split_config_path(version::lookup(doc, &path)?.as_str()?)
+}
+
+/// Decide mode and table. `Err` when the asked-for mode cannot work on this containerd.
+pub fn decide(
+    mode: Mode,
+    runtime: Option<ContainerdVersion>,
+    file: ConfigVersion,
+    doc: &DocumentMut,
+    spec: &RegistrySpec,
+) -> Result<Decision, RenderError> {
+    let registry = registry_table(runtime, file);
+    let has_config_path = config_path(doc, runtime, file).is_some();
+    let v3 = matches!(file, ConfigVersion::V3Plus(_));
+    let mut warnings = Vec::new();
+    let resolved = match (mode, runtime.filter(|v| v.is_2x())) {
+        (Mode::Hosts, _) => Resolved::Hosts,
+        (Mode::Auto, Some(_)) => Resolved::Hosts,
+        (Mode::Auto, None) if v3 || has_config_path => Resolved::Hosts,
+        (Mode::Auto, None) => Resolved::Legacy,
+        (Mode::Legacy, None) => Resolved::Legacy,
+        (Mode::Legacy, Some(v)) => {
+            legacy_on_2x(v, file, spec)?;
+            warnings.push(format!(
+                "containerd {v} deprecates the legacy registry.mirrors/configs (CRI pulls fall back to the local pull path, the Transfer Service ignores them); --mode hosts or auto writes config_path + hosts.toml instead"
+            ));
+            Resolved::Legacy
+        }
+    };
+    if resolved == Resolved::Legacy && v3 {
+        return Err(RenderError::Conflict(
+            "legacy mode needs config version 1 or 2; this file is version 3 or later (use --mode hosts)".into(),
+        ));
+    }
+    Ok(Decision {
+        resolved,
+        registry,
+        warnings,
+    })
+}
+
+/// Refuse legacy mode on containerd ≥ 2.0 when what it would write is ignored there.
+fn legacy_on_2x(
+    v: ContainerdVersion,
+    file: ConfigVersion,
+    spec: &RegistrySpec,
+) -> Result<(), RenderError> {
+    let mut ignored = Vec::new();
+    if file == ConfigVersion::V1 {
+        ignored.push("a version 1 file's plugins.cri tables (all of them)");
+    }
+    if spec.ca.is_some() {
+        ignored.push("CA_CERT (registry.configs.<host>.tls.ca_file)");
+    }
+    if spec.insecure {
+        ignored.push("INSECURE (registry.configs.<host>.tls.insecure_skip_verify)");
+    }
+    if ignored.is_empty() {
+        return Ok(());
+    }
+    Err(RenderError::Conflict(format!(
+        "--mode legacy on containerd {v}: it ignores {}; pulls would not use the mirror as configured. Use --mode hosts (or auto)",
+        ignored.join(" and ")
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::{SecretData, parse_spec};
+
+    fn spec(extra: &[(&str, &str)]) -> RegistrySpec {
+        let mut data = SecretData::default();
+        for (k, v) in [
+            ("DOMAIN", "harbor.example.org"),
+            ("BASE_PATH", "airgap-images"),
+            ("INSECURE", "false"),
+            ("MIRROR_REGISTRIES", "docker.io::harbor.example.org/airgap-images/docker.io"),
+        ]
+        .iter()
+        .chain(extra)
+        {
+            data.insert(k.to_string(), v.as_bytes().to_vec());
+        }
+        parse_spec(&data).unwrap()
+    }
+
+    const V2: ContainerdVersion = ContainerdVersion::new(2, 1, 9);
+    const V1_7: ContainerdVersion = ContainerdVersion::new(1, 7, 24);
+
+    #[test]
+    fn the_readme_table() {
+        let s = spec(&[]);
+        let empty = DocumentMut::new();
+        let cases = [
+            (Some(V2), ConfigVersion::V1, Resolved::Hosts, IMAGES_PLUGIN),
+            (Some(V2), ConfigVersion::V2, Resolved::Hosts, "io.containerd.grpc.v1.cri"),
+            (Some(V2), ConfigVersion::V3Plus(3), Resolved::Hosts, IMAGES_PLUGIN),
+            (Some(V2), ConfigVersion::V3Plus(4), Resolved::Hosts, IMAGES_PLUGIN),
+            (Some(V1_7), ConfigVersion::V1, Resolved::Legacy, "cri"),
+            (Some(V1_7), ConfigVersion::V2, Resolved::Legacy, "io.containerd.grpc.v1.cri"),
+            (None, ConfigVersion::V2, Resolved::Legacy, "io.containerd.grpc.v1.cri"),
+            (None, ConfigVersion::V3Plus(3), Resolved::Hosts, IMAGES_PLUGIN),
+        ];
+        for (rt, file, mode, plugin) in cases {
+            let d = decide(Mode::Auto, rt, file, &empty, &s).unwrap();
+            assert_eq!((d.resolved, d.registry[1].as_str()), (mode, plugin), "{rt:?} {file:?}");
+        }
+    }
+
+    #[test]
+    fn legacy_on_2x_refuses_what_2x_ignores() {
+        let empty = DocumentMut::new();
+        let plain = spec(&[]);
+        let d = decide(Mode::Legacy, Some(V2), ConfigVersion::V2, &empty, &plain).unwrap();
+        assert_eq!(d.resolved, Resolved::Legacy);
+        assert!(d.warnings[0].contains("deprecates"), "{:?}", d.warnings);
+        let e = decide(Mode::Legacy, Some(V2), ConfigVersion::V1, &empty, &plain).unwrap_err();
+        assert!(e.to_string().contains("version 1 file"), "{e}");
+        let insecure = spec(&[]);
+        let insecure = RegistrySpec {
+            insecure: true,
+            ..insecure
+        };
+        let e = decide(Mode::Legacy, Some(V2), ConfigVersion::V2, &empty, &insecure).unwrap_err();
+        assert!(e.to_string().contains("INSECURE"), "{e}");
+        // 1.7 takes all of it.
+        decide(Mode::Legacy, Some(V1_7), ConfigVersion::V2, &empty, &insecure).unwrap();
+    }
+
+    #[test]
+    fn config_path_is_read_where_that_containerd_reads_it() {
+        let doc: DocumentMut = "[plugins.cri.registry]\nconfig_path = '/a'\n".parse().unwrap();
+        assert_eq!(config_path(&doc, Some(V1_7), ConfigVersion::V1), Some(vec!["/a".into()]));
+        assert_eq!(config_path(&doc, Some(V2), ConfigVersion::V1), None);
+    }
+}
