@@ -488,8 +488,14 @@ async fn converge(ctx: &mut Ctx, spec: Option<RegistrySpec>, trigger: Trigger) -
         Err(e) => return reject(ctx, &e.to_string()).await,
     };
     if hash.is_some() && plan.state_before.bad_spec_hash == hash && !plan.is_noop() {
+        let why = ctx
+            .rolled_back
+            .as_ref()
+            .filter(|(h, _)| Some(h) == hash.as_ref())
+            .map(|(_, m)| format!(" ({m})"))
+            .unwrap_or_default();
         let msg = format!(
-            "spec {label} failed the containerd health check before; waiting for a changed Secret"
+            "spec {label} failed the containerd health check before{why}; waiting for a changed Secret"
         );
         tracing::warn!("{msg}");
         ctx.telemetry.not_ready(&msg);

@@ -36,7 +36,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 use support::cli::Secret;
-use support::containerd::{Base, Containerd};
+use support::containerd::{Base, Containerd, Release};
 use support::registry::{Kind, Registry};
 use support::{ChildGuard, free_port, http_get, metric, poll, run, tail};
 
@@ -49,8 +49,10 @@ fn docker_path(tag: &str) -> String {
 const QUAY_PATH: &str = "/v2/airgap-images/quay.io/e2e/tiny/manifests/1";
 /// Bound for "the agent applied and containerd is healthy again".
 const SETTLE: Duration = Duration::from_secs(15);
-/// What the reload script injects (emulating an admin / cloud-init edit).
+/// What the reload script injects in legacy mode (emulating an admin / cloud-init edit).
 const INJECTED: &str = "config_path = \"/nonexistent/certs.d\"";
+/// … and in hosts mode.
+const INJECTED_MIRROR: &str = "endpoint = [\"https://injected.invalid\"]";
 
 // ---------------------------------------------------------------------------------------------
 // The node: a Containerd (harness) whose process is managed by the reload script.
@@ -67,6 +69,14 @@ struct Node {
     marker: PathBuf,
     /// Present: the script refuses to start containerd (set by [`PidfileGuard`] on teardown).
     stop_flag: PathBuf,
+    /// Present: the next script run starts containerd on [`Node::other_config`] instead of
+    /// config.toml (and removes the marker): a unit whose `--config` is not the file regmirror
+    /// edits. containerd is healthy but has not loaded what regmirror wrote.
+    other_marker: PathBuf,
+    /// The admin's original config.toml, kept aside for `other_marker`.
+    other_config: PathBuf,
+    /// Holds the path of the containerd binary the script starts (a package upgrade rewrites it).
+    binary_file: PathBuf,
     /// The Secret manifest the agent watches (in a directory of its own, like a mount).
     secret: PathBuf,
 }
@@ -77,8 +87,8 @@ impl Node {
     /// (`/etc/containerd`): the agent watches config.toml's directory and the certs dir (or,
     /// while that does not exist, its parent), and the logs written in the temp dir itself
     /// (containerd's, the agent's own) must not poke it on every line.
-    fn prepare(base: Base) -> Node {
-        let mut ctd = Containerd::prepare(base);
+    fn prepare(release: Release, base: Base) -> Node {
+        let mut ctd = Containerd::prepare_on(release, base);
         let d = ctd.dir().to_path_buf();
         std::fs::remove_file(&ctd.config).unwrap();
         std::fs::create_dir_all(d.join("etc")).unwrap();
@@ -87,7 +97,12 @@ impl Node {
         ctd.config = d.join("etc/config.toml");
         ctd.certs_dir = d.join("etc/certs.d");
         std::fs::write(&ctd.config, &ctd.original).unwrap();
+        std::fs::write(d.join("other-config.toml"), &ctd.original).unwrap();
+        std::fs::write(d.join("containerd.bin"), release.binary().to_str().unwrap()).unwrap();
         let node = Node {
+            other_marker: d.join("start-on-other-config"),
+            other_config: d.join("other-config.toml"),
+            binary_file: d.join("containerd.bin"),
             script: d.join("reload.sh"),
             pidfile: d.join("run/containerd.pid"),
             reload_log: d.join("reload.log"),
@@ -117,6 +132,9 @@ LOG={log}
 RLOG={rlog}
 MARKER={marker}
 STOP={stop}
+OTHER_MARKER={other_marker}
+OTHER_CONFIG={other_config}
+CONTAINERD=$(cat {binary_file})
 WHO="${{RELOAD_BY:-agent}}"
 now() {{ date +%s.%N; }}
 T0=$(now)
@@ -131,7 +149,7 @@ if [ -e "$MARKER" ]; then
     # An admin / cloud-init edit racing the restart: config_path next to the legacy mirrors.
     rm -f "$MARKER"
     tmp="$(dirname "$CONFIG")/.inject.tmp"
-    awk -v hdr='[plugins."io.containerd.grpc.v1.cri".registry]' -v line='{injected}' '
+    awk -v hdr='{inject_header}' -v line='{injected}' '
         {{ t = $0; gsub(/^[ \t]+|[ \t]+$/, "", t) }}
         intable && t ~ /^\[/ {{ intable = 0 }}
         intable && t ~ /^config_path[ \t]*=/ {{ next }}
@@ -153,9 +171,12 @@ if [ -n "$old" ] && alive "$old"; then
 fi
 T1=$(now)
 if [ -e "$STOP" ]; then echo "test teardown: not starting containerd" >&2; exit 1; fi
+used="$CONFIG"
+other=0
+if [ -e "$OTHER_MARKER" ]; then rm -f "$OTHER_MARKER"; used="$OTHER_CONFIG"; other=1; fi
 rm -f "$PIDFILE"
-setsid sh -c 'echo $$ > "$0.new" && mv "$0.new" "$0" && exec containerd --config "$1" --log-level debug' \
-    "$PIDFILE" "$CONFIG" </dev/null >>"$LOG" 2>&1 &
+setsid sh -c 'echo $$ > "$0.new" && mv "$0.new" "$0" && exec "$2" --config "$1" --log-level debug' \
+    "$PIDFILE" "$used" "$CONTAINERD" </dev/null >>"$LOG" 2>&1 &
 i=0
 while [ ! -s "$PIDFILE" ]; do
     i=$((i + 1))
@@ -163,7 +184,7 @@ while [ ! -s "$PIDFILE" ]; do
     sleep 0.02
 done
 new=$(cat "$PIDFILE")
-echo "who=$WHO old=${{old:-none}} new=$new injected=$injected start=$T0 stopped=$T1 end=$(now)" >> "$RLOG"
+echo "who=$WHO old=${{old:-none}} new=$new injected=$injected other=$other start=$T0 stopped=$T1 end=$(now)" >> "$RLOG"
 "#,
             config = q(&self.ctd.config),
             pidfile = q(&self.pidfile),
@@ -171,10 +192,45 @@ echo "who=$WHO old=${{old:-none}} new=$new injected=$injected start=$T0 stopped=
             rlog = q(&self.reload_log),
             marker = q(&self.marker),
             stop = q(&self.stop_flag),
-            injected = INJECTED,
+            other_marker = q(&self.other_marker),
+            other_config = q(&self.other_config),
+            binary_file = q(&self.binary_file),
+            inject_header = self.inject().0,
+            injected = self.inject().1,
         );
         std::fs::write(&self.script, text).unwrap();
         std::fs::set_permissions(&self.script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    /// What the racing edit adds, as (table header, line): the one thing containerd will not
+    /// combine with what regmirror wrote. Legacy mode (1.x): `config_path` next to the mirrors;
+    /// hosts mode (2.x): a legacy mirror next to `config_path`.
+    fn inject(&self) -> (String, &'static str) {
+        let plugin = if self.ctd.release.is_2x() && self.ctd.base == Base::Default {
+            "io.containerd.cri.v1.images"
+        } else {
+            "io.containerd.grpc.v1.cri"
+        };
+        if self.ctd.release.is_2x() {
+            (
+                format!("[plugins.\"{plugin}\".registry.mirrors.\"injected.invalid\"]"),
+                INJECTED_MIRROR,
+            )
+        } else {
+            (format!("[plugins.\"{plugin}\".registry]"), INJECTED)
+        }
+    }
+
+    /// The mode the agent runs in: legacy on 1.x (as the tests were written), auto on 2.x
+    /// (which is hosts mode there).
+    fn mode(&self) -> &'static str {
+        if self.ctd.release.is_2x() { "auto" } else { "legacy" }
+    }
+
+    /// A package upgrade: the next (re)start runs `release`'s binary.
+    fn install(&mut self, release: Release) {
+        std::fs::write(&self.binary_file, release.binary().to_str().unwrap()).unwrap();
+        self.ctd.release = release;
     }
 
     /// Starts the first containerd through the script and waits until CRI is healthy.
@@ -248,6 +304,8 @@ struct Reload {
     old: Option<u32>,
     new: u32,
     injected: bool,
+    /// Started on the other config file.
+    other: bool,
     /// Script start → old containerd gone.
     stop_secs: f64,
     /// Script start → new containerd started (pidfile written).
@@ -267,6 +325,7 @@ impl Reload {
             old: field("old").parse().ok(),
             new: field("new").parse().unwrap(),
             injected: field("injected") == "1",
+            other: field("other") == "1",
             stop_secs: t("stopped") - t("start"),
             total_secs: t("end") - t("start"),
         }
@@ -354,8 +413,13 @@ struct Agent {
 }
 
 impl Agent {
-    /// `regmirror run` on `node` with the reload script; waits until /healthz answers.
+    /// `regmirror run` on `node` with the reload script in the node's mode; waits until
+    /// /healthz answers.
     fn start(node: &Node) -> Agent {
+        Agent::start_with_mode(node, node.mode())
+    }
+
+    fn start_with_mode(node: &Node, mode: &str) -> Agent {
         let d = node.ctd.dir();
         for attempt in 0..3 {
             let port = free_port();
@@ -377,7 +441,9 @@ impl Agent {
                 .arg("--containerd-socket")
                 .arg(&node.ctd.socket)
                 .arg("--mode")
-                .arg("legacy")
+                .arg(mode)
+                .args(["--host-pid", "0"])
+                .env("PATH", node.ctd.release.path_env())
                 .arg("--reload")
                 .arg(format!("command:{}", node.script.display()))
                 .args(["--restart-jitter", "0", "--debounce", "200ms"])
@@ -548,6 +614,62 @@ fn effective_docker_endpoints(node: &Node) -> serde_json::Value {
     node.ctd.effective_registry()["mirrors"]["docker.io"]["endpoint"].clone()
 }
 
+/// Asserts containerd took regmirror's configuration for `reg`: legacy mode (1.x) the docker.io
+/// endpoint; hosts mode (2.x) the config_path (the pulls prove the mirror itself).
+fn assert_loaded_for(node: &Node, reg: &Registry) {
+    let loaded = node.ctd.loaded();
+    if node.ctd.release.is_2x() {
+        assert_eq!(
+            loaded.config_path,
+            node.ctd.certs_dir.to_str().unwrap(),
+            "{loaded:?}"
+        );
+    } else {
+        assert_eq!(
+            loaded.mirrors.get("docker.io"),
+            Some(&vec![endpoint(reg)]),
+            "{loaded:?}"
+        );
+    }
+}
+
+/// Runs `case` on `release`: skipped (or failed with `REGMIRROR_E2E=1`) when a prerequisite or
+/// that release's binary is missing.
+fn on(release: Release, module: &'static str, name: &'static str, case: fn(Release)) {
+    let full: &'static str = Box::leak(format!("{module}::{name}").into_boxed_str());
+    if !support::prerequisites(full) {
+        return;
+    }
+    if let Some(p) = release.problem()
+        && !support::prerequisites_verdict(full, "containerd release", &[p])
+    {
+        return;
+    }
+    let _timer = support::Timer::new("e2e", full);
+    case(release);
+}
+
+/// One `#[test]` per case and release, in modules named after the release.
+macro_rules! matrix {
+    ($($case:ident),* $(,)?) => {
+        mod containerd_1_6 {
+            $( #[test] fn $case() { super::on(super::Release::V1_6, "containerd_1_6", stringify!($case), super::$case); } )*
+        }
+        mod containerd_1_7 {
+            $( #[test] fn $case() { super::on(super::Release::V1_7, "containerd_1_7", stringify!($case), super::$case); } )*
+        }
+        mod containerd_2_1 {
+            $( #[test] fn $case() { super::on(super::Release::V2_1, "containerd_2_1", stringify!($case), super::$case); } )*
+        }
+    };
+}
+
+matrix!(
+    secret_update_restarts_and_pulls_through_new_mirror,
+    bad_config_rolls_back_and_is_not_retried,
+    not_loaded_config_rolls_back,
+);
+
 /// Pulls `image` over CRI and asserts it succeeded and that `reg` answered `path` with 200.
 fn assert_pull_via(node: &Node, reg: &Registry, image: &str, path: &str) {
     let mark = reg.mark();
@@ -570,15 +692,167 @@ fn assert_pull_via(node: &Node, reg: &Registry, image: &str, path: &str) {
 // Tests.
 // ---------------------------------------------------------------------------------------------
 
-/// Secret A → apply + restart → pull via A; Secret edited to B → exactly one more restart →
-/// pulls via B (a tag only B has, and the old tag now resolved at B, not A).
+/// Hosts mode (2.x): the racing edit meets the first apply (see
+/// [`bad_config_rolls_back_and_is_not_retried`]).
+fn bad_first_apply_rolls_back(release: Release) {
+    let a = mirror(&["1"]);
+    let node = Node::prepare(release, Base::Default);
+    let _ctd = PidfileGuard::new(&node);
+    node.start();
+    node.write_secret(&Secret::new(&a.host(), &docker_to(&a)));
+    std::fs::write(&node.marker, "").unwrap();
+    let agent = Agent::start(&node);
+    let took = agent.wait_for("the rollback", SETTLE + Duration::from_secs(10), || {
+        agent.rollbacks() >= 1.0
+    });
+    eprintln!("agent: first apply → rollback done in {took:.2?}");
+    let (code, why) = agent.wait_for_readyz_settled();
+    let reloads = node.reloads();
+    assert_eq!(reloads.len(), 3, "test start, the failed restart, the rollback's: {reloads:#?}");
+    assert!(reloads[1].injected && !reloads[2].injected, "{reloads:#?}");
+    let log = agent.log();
+    assert!(
+        log.contains("UNIMPLEMENTED") && log.contains("rolling back spec"),
+        "agent log does not show the UNIMPLEMENTED health check and the rollback:\n{}",
+        story(&log)
+    );
+    assert_eq!(code, 503, "/readyz after a rollback: {why}");
+    assert!(why.contains("rolled back"), "/readyz does not say why: {why}");
+    assert_eq!(
+        node.ctd.config_text(),
+        node.ctd.original,
+        "config.toml must hold the admin's bytes again"
+    );
+    assert!(node.ctd.status().runtime_ready);
+    let restarts = agent.restarts();
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(agent.restarts(), restarts, "the bad spec was retried");
+    assert_eq!(node.reloads().len(), 3, "{:#?}", node.reloads());
+
+    let mut c = Secret::new(&a.host(), &docker_to(&a));
+    c.mirror_registries = format!(
+        "{},quay.io::http://{}/airgap-images/quay.io",
+        docker_to(&a),
+        a.host()
+    );
+    node.write_secret(&c);
+    let took = agent.wait_for("the new spec to apply", SETTLE, || {
+        agent.applies("changed") >= 1.0 && agent.readyz().0 == 200
+    });
+    eprintln!("agent: new Secret → applied and ready in {took:.2?}");
+    assert_eq!(node.reloads().len(), 4, "{:#?}", node.reloads());
+    assert_loaded_for(&node, &a);
+    assert_pull_via(&node, &a, "docker.io/library/tiny:1", &docker_path("1"));
+    assert_pull_via(&node, &a, "quay.io/e2e/tiny:1", QUAY_PATH);
+    agent.stop();
+}
+
+/// containerd comes back healthy but on another config file (a unit whose `--config` is not the
+/// file regmirror edits): the load verification (CRI Status on 1.x, the canary pull on 2.x)
+/// catches it, the agent rolls back, /readyz says why, and the spec is held; a changed Secret
+/// then applies, verifies and pulls.
+fn not_loaded_config_rolls_back(release: Release) {
+    let a = mirror(&["1"]);
+    let node = Node::prepare(release, Base::Debian);
+    let _ctd = PidfileGuard::new(&node);
+    node.start();
+    node.write_secret(&Secret::new(&a.host(), &docker_to(&a)));
+    std::fs::write(&node.other_marker, "").unwrap();
+    let agent = Agent::start(&node);
+    let took = agent.wait_for("the rollback", SETTLE + Duration::from_secs(10), || {
+        agent.rollbacks() >= 1.0
+    });
+    eprintln!("agent: apply on a containerd that ignores it → rolled back in {took:.2?}");
+    let (code, why) = agent.wait_for_readyz_settled();
+    let reloads = node.reloads();
+    assert_eq!(reloads.len(), 3, "{reloads:#?}");
+    assert!(reloads[1].other && !reloads[2].other, "{reloads:#?}");
+    let log = agent.log();
+    assert!(
+        log.contains("did not load the registry configuration"),
+        "the agent did not see that containerd ignored the change:\n{}",
+        story(&log)
+    );
+    assert_eq!(code, 503, "{why}");
+    assert!(why.contains("did not load"), "/readyz does not say why: {why}");
+    assert_eq!(node.ctd.config_text(), node.ctd.original);
+    assert_eq!(agent.applies("rolled_back"), 1.0);
+
+    let mut c = Secret::new(&a.host(), &docker_to(&a));
+    c.mirror_registries = format!(
+        "{},quay.io::http://{}/airgap-images/quay.io",
+        docker_to(&a),
+        a.host()
+    );
+    node.write_secret(&c);
+    agent.wait_for("the new spec to apply", SETTLE, || {
+        agent.applies("changed") >= 1.0 && agent.readyz().0 == 200
+    });
+    assert_loaded_for(&node, &a);
+    assert_pull_via(&node, &a, "docker.io/library/tiny:1", &docker_path("1"));
+    assert_pull_via(&node, &a, "quay.io/e2e/tiny:1", QUAY_PATH);
+    agent.stop();
+}
+
+/// A node upgraded from containerd 1.6 to 2.1 under the agent (the package restarts
+/// containerd itself): the agent sees the new socket, decides for 2.1.9, moves its legacy entries
+/// to hosts mode in one apply and one restart, verifies the load, and pulls go through the
+/// mirror; `regmirror revert` afterwards gives the admin's file back byte for byte.
 #[test]
-fn secret_update_restarts_and_pulls_through_new_mirror() {
-    e2e!("secret_update_restarts_and_pulls_through_new_mirror");
+fn upgrade_1_6_to_2_1_under_the_agent() {
+    e2e!("upgrade_1_6_to_2_1_under_the_agent");
+    if let Some(p) = Release::V2_1.problem()
+        && !support::prerequisites_verdict("upgrade", "containerd release", &[p])
+    {
+        return;
+    }
+    let a = mirror(&["1"]);
+    let mut node = Node::prepare(Release::V1_6, Base::Debian);
+    let _ctd = PidfileGuard::new(&node);
+    node.start();
+    node.write_secret(&Secret::new(&a.host(), &docker_to(&a)));
+    let agent = Agent::start_with_mode(&node, "auto");
+    agent.wait_for("the first apply", SETTLE, || {
+        agent.applies("changed") >= 1.0 && agent.readyz().0 == 200
+    });
+    assert_loaded_for(&node, &a);
+    assert_pull_via(&node, &a, "docker.io/library/tiny:1", &docker_path("1"));
+    assert_eq!(agent.restarts(), 1.0);
+
+    // The package upgrade: new binary, restarted by the package, not by the agent.
+    node.install(Release::V2_1);
+    let upgraded = Instant::now();
+    run(Command::new(&node.script).env("RELOAD_BY", "package"));
+    let took = agent.wait_for("the move to hosts mode", SETTLE * 2, || {
+        agent.applies("changed") >= 2.0 && agent.readyz().0 == 200
+    });
+    eprintln!("agent: containerd upgraded 1.6 → 2.1 → hosts mode applied and verified in {took:.2?} ({:.2?} since the upgrade)", upgraded.elapsed());
+    let log = agent.log();
+    assert!(log.contains("deciding for containerd 2.1.9"), "{}", story(&log));
+    assert!(log.contains("canary pull used the hosts directory"), "{}", story(&log));
+    assert_eq!(agent.restarts(), 2.0, "one restart for the move: {}", story(&log));
+    let reloads = node.reloads();
+    assert_eq!(reloads.len(), 4, "test, agent, package, agent: {reloads:#?}");
+    let text = node.ctd.config_text();
+    assert!(text.contains("config_path") && !text.contains("mirrors"), "{text}");
+    assert_loaded_for(&node, &a);
+    assert_pull_via(&node, &a, "docker.io/library/tiny:1", &docker_path("1"));
+    agent.stop();
+    let r = support::cli::regmirror(&node.ctd, "revert", &[]);
+    assert_eq!(r.code, 0, "{r}");
+    assert_eq!(node.ctd.config_text(), node.ctd.original, "revert is not byte-exact");
+}
+
+/// Secret A → apply + restart (+ load verification) → pull via A; Secret edited to B → exactly
+/// one more restart in legacy mode (1.x), none in hosts mode (2.x: hosts.toml is read at every
+/// pull) → pulls via B (a tag only B has, and the old tag now resolved at B, not A).
+fn secret_update_restarts_and_pulls_through_new_mirror(release: Release) {
     let a = mirror(&["1"]);
     let b = mirror(&["1", "2"]);
+    let legacy = !release.is_2x();
+    let edit_restarts = if legacy { 1 } else { 0 };
     // Dropped in reverse order: agent, then containerd (by pidfile), then the node's files.
-    let node = Node::prepare(Base::Debian);
+    let node = Node::prepare(release, Base::Debian);
     let _ctd = PidfileGuard::new(&node);
     node.start();
     node.write_secret(&Secret::new(&a.host(), &docker_to(&a)));
@@ -599,9 +873,16 @@ fn secret_update_restarts_and_pulls_through_new_mirror() {
     assert_eq!(reloads[1].who, "agent");
     assert_eq!(reloads[1].old, Some(first_pid));
     assert_ne!(node.pid(), Some(first_pid), "containerd was not restarted");
-    assert_eq!(
-        effective_docker_endpoints(&node),
-        serde_json::json!([endpoint(&a)])
+    assert_loaded_for(&node, &a);
+    let verified = if legacy {
+        "CRI Status: 1 mirror(s) loaded"
+    } else {
+        "canary pull used the hosts directory"
+    };
+    assert!(
+        agent.log().contains(verified),
+        "the agent did not verify what containerd loaded ({verified:?}):\n{}",
+        story(&agent.log())
     );
     assert_pull_via(&node, &a, "docker.io/library/tiny:1", &docker_path("1"));
     let hash_a = node.state()["spec_hash"].as_str().unwrap().to_string();
@@ -621,23 +902,29 @@ fn secret_update_restarts_and_pulls_through_new_mirror() {
         agent.applies("changed") >= 2.0 && agent.readyz().0 == 200
     });
     eprintln!("agent: Secret edit → applied, restarted and healthy in {took:.2?}");
-    assert_eq!(agent.restarts(), 2.0, "{}", story(&agent.log()));
+    assert_eq!(
+        agent.restarts(),
+        1.0 + edit_restarts as f64,
+        "{}",
+        story(&agent.log())
+    );
     let reloads = node.reloads();
     assert_eq!(
         reloads.len(),
-        3,
-        "exactly one restart for the update: {reloads:#?}"
+        2 + edit_restarts,
+        "restarts for the update ({edit_restarts} expected): {reloads:#?}"
     );
-    assert_eq!(reloads[2].old, Some(pid_a));
-    assert_eq!(
-        pids,
-        vec![pid_a, reloads[2].new],
-        "containerd's PID must change exactly once"
-    );
-    assert_eq!(
-        effective_docker_endpoints(&node),
-        serde_json::json!([endpoint(&b)])
-    );
+    if legacy {
+        assert_eq!(reloads[2].old, Some(pid_a));
+        assert_eq!(
+            pids,
+            vec![pid_a, reloads[2].new],
+            "containerd's PID must change exactly once"
+        );
+    } else {
+        assert_eq!(pids, vec![pid_a], "hosts mode must not restart containerd");
+    }
+    assert_loaded_for(&node, &b);
     let hash_b = node.state()["spec_hash"].as_str().unwrap().to_string();
     assert_ne!(hash_a, hash_b);
     assert!(
@@ -656,8 +943,8 @@ fn secret_update_restarts_and_pulls_through_new_mirror() {
         a.log_since(a_mark)
     );
     // Nothing more happened meanwhile (the agent's own write must not cause another restart).
-    assert_eq!(node.reloads().len(), 3, "{:#?}", node.reloads());
-    assert_eq!(agent.restarts(), 2.0);
+    assert_eq!(node.reloads().len(), 2 + edit_restarts, "{:#?}", node.reloads());
+    assert_eq!(agent.restarts(), 1.0 + edit_restarts as f64);
     assert_eq!(agent.rollbacks(), 0.0);
     eprintln!(
         "restarts seen by the script:\n{}\nSecret edit → pulls done: {:.2?}\nagent log:\n{}",
@@ -672,15 +959,19 @@ fn secret_update_restarts_and_pulls_through_new_mirror() {
     agent.stop();
 }
 
-/// A config_path injected next to the legacy mirrors during the restart kills containerd's CRI
-/// plugin: the agent rolls back to the bytes it had before, restarts, is healthy on the old
-/// mirror, remembers the spec as bad and does not retry it; a new spec applies normally.
-#[test]
-fn bad_config_rolls_back_and_is_not_retried() {
-    e2e!("bad_config_rolls_back_and_is_not_retried");
+/// A config_path injected next to the legacy mirrors (1.x; on 2.x a legacy mirror next to
+/// config_path) during the restart kills containerd's CRI plugin: the agent rolls back to the
+/// bytes it had before, restarts, is healthy on the old configuration, remembers the spec as bad
+/// and does not retry it; a new spec applies normally. In hosts mode (2.x) a Secret edit needs
+/// no restart, so the racing edit meets the first apply there (the old configuration is the
+/// admin's file), and the new spec is the same mirror with quay.io added.
+fn bad_config_rolls_back_and_is_not_retried(release: Release) {
+    if release.is_2x() {
+        return bad_first_apply_rolls_back(release);
+    }
     let a = mirror(&["1"]);
     let b = mirror(&["1"]);
-    let node = Node::prepare(Base::Default);
+    let node = Node::prepare(release, Base::Default);
     let _ctd = PidfileGuard::new(&node);
     node.start();
     node.write_secret(&Secret::new(&a.host(), &docker_to(&a)));

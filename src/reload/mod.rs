@@ -28,7 +28,8 @@ pub enum ReloadStrategy {
     Auto,
     /// Restart through systemd after every change.
     Systemd,
-    /// Run this shell command after every change, then health-check.
+    /// Run this shell command where `auto` would restart (config.toml changed), then
+    /// health-check: the node's own restart command (`systemctl restart k3s`, a script).
     Command(String),
 }
 
@@ -165,18 +166,15 @@ impl Reloader {
 
     /// True when the strategy acts on every change, not only on a needed restart.
     pub fn always(&self) -> bool {
-        matches!(
-            self.strategy,
-            ReloadStrategy::Systemd | ReloadStrategy::Command(_)
-        )
+        matches!(self.strategy, ReloadStrategy::Systemd)
     }
 
     /// Whether this change leads to a restart.
     pub fn will_restart(&self, restart_needed: bool) -> bool {
         match self.strategy {
             ReloadStrategy::None => false,
-            ReloadStrategy::Auto => restart_needed,
-            ReloadStrategy::Systemd | ReloadStrategy::Command(_) => true,
+            ReloadStrategy::Auto | ReloadStrategy::Command(_) => restart_needed,
+            ReloadStrategy::Systemd => true,
         }
     }
 

@@ -6,10 +6,11 @@
 //! - containerd 2.x: `Status` no longer carries the registry config (the image service moved to
 //!   `io.containerd.cri.v1.images`, and neither introspection nor `ctr` exposes it). Hosts mode is
 //!   proven by a canary pull instead: a throw-away `hosts.toml` for the reserved name
-//!   `regmirror-canary.invalid` (RFC 6761: never resolves) sends that registry to
-//!   `http://127.0.0.1:9/v2/regmirror-canary-<nonce>`. A CRI pull of
-//!   `regmirror-canary.invalid/probe:<nonce>` then fails either naming that URL (config_path is
-//!   loaded: containerd read the hosts directory) or naming the unresolvable host (it is not).
+//!   `regmirror-canary.invalid` (RFC 6761: never resolves) whose only server is
+//!   `http://127.0.0.1:9` (no fallback). A CRI pull of
+//!   `regmirror-canary.invalid/probe-<nonce>:latest` then fails either naming
+//!   `http://127.0.0.1:9/v2/probe-<nonce>/…` (config_path is loaded: containerd read the hosts
+//!   directory) or naming the unresolvable host (it is not).
 //!   Nothing leaves the node, no listener is needed (the refused connection is the answer), and
 //!   the canary directory is removed again. Legacy mirrors on 2.x cannot be verified this way;
 //!   that is reported, not hidden.
@@ -91,7 +92,6 @@ fn check_mirrors(
 /// The canary pull (see the module docs).
 async fn canary(socket: &Path, dir: &Path) -> Result<String, VerifyError> {
     let nonce = format!("{:012x}", rand::rng().random::<u64>() & 0xffff_ffff_ffff);
-    let marker = format!("regmirror-canary-{nonce}");
     let canary_dir = dir.join(CANARY_HOST);
     let file = canary_dir.join("hosts.toml");
     let io = |op: &'static str, p: &Path| {
@@ -100,11 +100,11 @@ async fn canary(socket: &Path, dir: &Path) -> Result<String, VerifyError> {
     };
     std::fs::create_dir_all(&canary_dir).map_err(io("create", &canary_dir))?;
     let text = format!(
-        "# regmirror load check, removed right after it\nserver = \"https://{CANARY_HOST}\"\n\n[host.\"http://127.0.0.1:9/v2/{marker}\"]\n  capabilities = [\"pull\", \"resolve\"]\n  override_path = true\n"
+        "# regmirror load check, removed right after it\nserver = \"{CANARY_SERVER}\"\n"
     );
     let written = std::fs::write(&file, text).map_err(io("write", &file));
     let result = match written {
-        Ok(()) => canary_pull(socket, &nonce, &marker).await,
+        Ok(()) => canary_pull(socket, &nonce).await,
         Err(e) => Err(e),
     };
     let _ = std::fs::remove_file(&file);
@@ -112,18 +112,21 @@ async fn canary(socket: &Path, dir: &Path) -> Result<String, VerifyError> {
     result.map(|how| format!("{how} (config_path {})", dir.display()))
 }
 
-async fn canary_pull(socket: &Path, nonce: &str, marker: &str) -> Result<String, VerifyError> {
-    let image = format!("{CANARY_HOST}/probe:{nonce}");
+/// Where the canary's hosts.toml sends pulls: a closed local port (the refusal is the answer).
+const CANARY_SERVER: &str = "http://127.0.0.1:9";
+
+async fn canary_pull(socket: &Path, nonce: &str) -> Result<String, VerifyError> {
+    let image = format!("{CANARY_HOST}/probe-{nonce}:latest");
+    let marker = format!("{CANARY_SERVER}/v2/probe-{nonce}/");
     let mut client = CriClient::connect(socket).await?;
     let pulled = tokio::time::timeout(CANARY_TIMEOUT, client.pull_image(&image)).await;
     match pulled {
-        Ok(Err(e)) if e.to_string().contains(marker) => {
-            Ok("canary pull went to the hosts.toml mirror".into())
+        Ok(Err(e)) if e.to_string().contains(&marker) => {
+            Ok("canary pull used the hosts directory".into())
         }
         Ok(Err(e)) if e.is_unimplemented() => Err(VerifyError::Cri(e)),
         Ok(Err(e)) => Err(VerifyError::NotLoaded(format!(
-            "a canary pull of {image} did not use {}/hosts.toml: {e}",
-            CANARY_HOST
+            "a canary pull of {image} did not use {CANARY_HOST}/hosts.toml, so config_path is not in effect: {e}"
         ))),
         Ok(Ok(_)) => Ok("canary pull answered".into()),
         Err(_) => Err(VerifyError::NotLoaded(format!(
