@@ -145,6 +145,8 @@ pub enum Command {
             default_value = "/etc/containerd/certs.d"
         )]
         certs_dir: PathBuf,
+        #[command(flatten)]
+        runtime: crate::reload::RuntimeArgs,
     },
 }
 
@@ -333,27 +335,59 @@ fn report(outcome: &apply::Outcome, verb: &str) {
     );
 }
 
+/// Restart containerd if the strategy says so, health-check and verify what it loaded; when
+/// that fails, put the previous files back, restart again and report the failure (exit 2).
 fn finish_reload(
+    paths: &Paths,
+    plan: &apply::Plan,
     outcome: &apply::Outcome,
     reload: &crate::reload::ReloadArgs,
 ) -> Result<(), Failure> {
     let r = crate::reload::Reloader::from_args(reload).map_err(Failure)?;
-    if outcome.restart_needed || r.always() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        let done = rt.block_on(r.reload(outcome.restart_needed, outcome.expect.as_ref()))?;
-        if let Some(msg) = done {
-            println!("{msg}");
-        }
+    if !r.will_restart(outcome.restart_needed) {
+        return Ok(());
     }
-    Ok(())
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let err = match rt.block_on(r.reload(outcome.restart_needed, outcome.expect.as_ref())) {
+        Ok(done) => {
+            if let Some(msg) = done {
+                println!("{msg}");
+            }
+            return Ok(());
+        }
+        Err(e) => e,
+    };
+    if plan.changes.is_empty() {
+        return Err(err.into());
+    }
+    apply::rollback(paths, plan)?;
+    let back = rt.block_on(async {
+        r.restart_only().await?;
+        crate::reload::cri::wait_healthy(&r.socket, r.health_timeout)
+            .await
+            .map_err(crate::reload::ReloadError::from)
+    });
+    Err(Failure(match back {
+        Ok(v) => format!(
+            "{err}; rolled back: the previous files are restored and containerd {v} is healthy on them"
+        ),
+        Err(e2) => format!("{err}; rolled back the files, but containerd is still unhealthy: {e2}"),
+    }))
 }
 
-fn cmd_resolve(image: &str, config: &Path, certs_dir: &Path) -> Result<ExitCode, Failure> {
+fn cmd_resolve(
+    image: &str,
+    config: &Path,
+    certs_dir: &Path,
+    runtime: &crate::reload::RuntimeArgs,
+) -> Result<ExitCode, Failure> {
     let text = std::fs::read_to_string(config)
         .map_err(|e| Failure(format!("read {}: {e}", config.display())))?;
-    let attempts = crate::resolve::resolve(image, &text, certs_dir, &|p| {
+    let node = runtime.detect();
+    eprintln!("for {node}");
+    let attempts = crate::resolve::resolve(image, &text, node.version, certs_dir, &|p| {
         std::fs::read_to_string(p).ok()
     })
     .map_err(Failure)?;
@@ -381,16 +415,18 @@ fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
         } => {
             let spec = load_spec(&secret, &name)?;
             let node = reload.runtime.detect();
-            let outcome = apply::apply(&paths.paths(), Some(&spec), choice(mode, &node))?;
+            let paths = paths.paths();
+            let (plan, outcome) = apply::apply_planned(&paths, Some(&spec), choice(mode, &node))?;
             println!("decided for {node}");
             report(&outcome, "applied");
-            finish_reload(&outcome, &reload)?;
+            finish_reload(&paths, &plan, &outcome, &reload)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Revert { paths, reload } => {
-            let outcome = apply::apply(&paths.paths(), None, Mode::Auto)?;
+            let paths = paths.paths();
+            let (plan, outcome) = apply::apply_planned(&paths, None, Mode::Auto)?;
             report(&outcome, "reverted");
-            finish_reload(&outcome, &reload)?;
+            finish_reload(&paths, &plan, &outcome, &reload)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Show {
@@ -414,7 +450,8 @@ fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
             image,
             config,
             certs_dir,
-        } => cmd_resolve(&image, &config, &certs_dir),
+            runtime,
+        } => cmd_resolve(&image, &config, &certs_dir, &runtime),
         Command::Run(args) => crate::daemon::run(*args)
             .map(|()| ExitCode::SUCCESS)
             .map_err(|e| Failure(format!("{e:#}"))),

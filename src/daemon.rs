@@ -552,7 +552,13 @@ async fn converge(ctx: &mut Ctx, spec: Option<RegistrySpec>, trigger: Trigger) -
     }
     let reverted = spec.is_none();
     let restarted = ctx.reloader.will_restart(outcome.restart_needed);
-    match alive(ctx, ctx.reloader.reload(outcome.restart_needed, outcome.expect.as_ref())).await {
+    match alive(
+        ctx,
+        ctx.reloader
+            .reload(outcome.restart_needed, outcome.expect.as_ref()),
+    )
+    .await
+    {
         Ok(done) => {
             if restarted {
                 ctx.telemetry.restarts.inc();

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use toml_edit::DocumentMut;
 
-use crate::render::version;
+use crate::render::{decide, version};
 
 /// A parsed image reference.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,10 +85,13 @@ fn manifests(base: &str, img: &ImageRef) -> String {
     )
 }
 
-/// The ordered attempts for `image`, given config.toml's text and a reader for hosts.toml files.
+/// The ordered attempts for `image`, given config.toml's text, the running containerd's version
+/// (`None`: unknown; it decides which table a version 1 file is read from) and a reader for
+/// hosts.toml files.
 pub fn resolve(
     image: &str,
     config: &str,
+    containerd: Option<crate::runtime::ContainerdVersion>,
     default_hosts_dir: &Path,
     read_hosts: &dyn Fn(&Path) -> Option<String>,
 ) -> Result<Vec<Attempt>, String> {
@@ -98,13 +101,13 @@ pub fn resolve(
         .map_err(|e| format!("config.toml does not parse: {e}"))?;
     let ver = version::detect(&doc).map_err(|e| e.to_string())?;
     let mut out = Vec::new();
-    let mut mirrors = version::registry_table(ver);
+    let mut mirrors = decide::registry_table(containerd, ver);
     mirrors.push("mirrors".into());
     let has_legacy = version::lookup(&doc, &mirrors)
         .and_then(|i| i.as_table_like())
         .is_some_and(|t| !t.is_empty());
     // containerd ≥ 2.2 (version ≥ 3 configs) defaults config_path when neither is set.
-    let dirs = version::config_path(&doc, ver).or_else(|| {
+    let dirs = decide::config_path(&doc, containerd, ver).or_else(|| {
         (matches!(ver, version::ConfigVersion::V3Plus(_)) && !has_legacy)
             .then(|| vec![default_hosts_dir.to_string_lossy().into_owned()])
     });
@@ -228,7 +231,7 @@ mod tests {
     #[test]
     fn seed_form_has_no_v2() {
         let c = "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\".registry.mirrors.\"docker.io\"]\nendpoint = [\"harbor.example.org/airgap-images/docker.io\"]\n";
-        let a = resolve("nginx:1.25", c, Path::new("/x"), &|_| None).unwrap();
+        let a = resolve("nginx:1.25", c, None, Path::new("/x"), &|_| None).unwrap();
         assert_eq!(
             a[0].url,
             "https://harbor.example.org/airgap-images/docker.io/library/nginx/manifests/1.25"

@@ -224,7 +224,11 @@ echo "who=$WHO old=${{old:-none}} new=$new injected=$injected other=$other start
     /// The mode the agent runs in: legacy on 1.x (as the tests were written), auto on 2.x
     /// (which is hosts mode there).
     fn mode(&self) -> &'static str {
-        if self.ctd.release.is_2x() { "auto" } else { "legacy" }
+        if self.ctd.release.is_2x() {
+            "auto"
+        } else {
+            "legacy"
+        }
     }
 
     /// A package upgrade: the next (re)start runs `release`'s binary.
@@ -708,7 +712,11 @@ fn bad_first_apply_rolls_back(release: Release) {
     eprintln!("agent: first apply → rollback done in {took:.2?}");
     let (code, why) = agent.wait_for_readyz_settled();
     let reloads = node.reloads();
-    assert_eq!(reloads.len(), 3, "test start, the failed restart, the rollback's: {reloads:#?}");
+    assert_eq!(
+        reloads.len(),
+        3,
+        "test start, the failed restart, the rollback's: {reloads:#?}"
+    );
     assert!(reloads[1].injected && !reloads[2].injected, "{reloads:#?}");
     let log = agent.log();
     assert!(
@@ -717,7 +725,10 @@ fn bad_first_apply_rolls_back(release: Release) {
         story(&log)
     );
     assert_eq!(code, 503, "/readyz after a rollback: {why}");
-    assert!(why.contains("rolled back"), "/readyz does not say why: {why}");
+    assert!(
+        why.contains("rolled back"),
+        "/readyz does not say why: {why}"
+    );
     assert_eq!(
         node.ctd.config_text(),
         node.ctd.original,
@@ -774,7 +785,10 @@ fn not_loaded_config_rolls_back(release: Release) {
         story(&log)
     );
     assert_eq!(code, 503, "{why}");
-    assert!(why.contains("did not load"), "/readyz does not say why: {why}");
+    assert!(
+        why.contains("did not load"),
+        "/readyz does not say why: {why}"
+    );
     assert_eq!(node.ctd.config_text(), node.ctd.original);
     assert_eq!(agent.applies("rolled_back"), 1.0);
 
@@ -826,21 +840,48 @@ fn upgrade_1_6_to_2_1_under_the_agent() {
     let took = agent.wait_for("the move to hosts mode", SETTLE * 2, || {
         agent.applies("changed") >= 2.0 && agent.readyz().0 == 200
     });
-    eprintln!("agent: containerd upgraded 1.6 → 2.1 → hosts mode applied and verified in {took:.2?} ({:.2?} since the upgrade)", upgraded.elapsed());
+    eprintln!(
+        "agent: containerd upgraded 1.6 → 2.1 → hosts mode applied and verified in {took:.2?} ({:.2?} since the upgrade)",
+        upgraded.elapsed()
+    );
     let log = agent.log();
-    assert!(log.contains("deciding for containerd 2.1.9"), "{}", story(&log));
-    assert!(log.contains("canary pull used the hosts directory"), "{}", story(&log));
-    assert_eq!(agent.restarts(), 2.0, "one restart for the move: {}", story(&log));
+    assert!(
+        log.contains("deciding for containerd 2.1.9"),
+        "{}",
+        story(&log)
+    );
+    assert!(
+        log.contains("canary pull used the hosts directory"),
+        "{}",
+        story(&log)
+    );
+    assert_eq!(
+        agent.restarts(),
+        2.0,
+        "one restart for the move: {}",
+        story(&log)
+    );
     let reloads = node.reloads();
-    assert_eq!(reloads.len(), 4, "test, agent, package, agent: {reloads:#?}");
+    assert_eq!(
+        reloads.len(),
+        4,
+        "test, agent, package, agent: {reloads:#?}"
+    );
     let text = node.ctd.config_text();
-    assert!(text.contains("config_path") && !text.contains("mirrors"), "{text}");
+    assert!(
+        text.contains("config_path") && !text.contains("mirrors"),
+        "{text}"
+    );
     assert_loaded_for(&node, &a);
     assert_pull_via(&node, &a, "docker.io/library/tiny:1", &docker_path("1"));
     agent.stop();
     let r = support::cli::regmirror(&node.ctd, "revert", &[]);
     assert_eq!(r.code, 0, "{r}");
-    assert_eq!(node.ctd.config_text(), node.ctd.original, "revert is not byte-exact");
+    assert_eq!(
+        node.ctd.config_text(),
+        node.ctd.original,
+        "revert is not byte-exact"
+    );
 }
 
 /// Secret A → apply + restart (+ load verification) → pull via A; Secret edited to B → exactly
@@ -943,7 +984,12 @@ fn secret_update_restarts_and_pulls_through_new_mirror(release: Release) {
         a.log_since(a_mark)
     );
     // Nothing more happened meanwhile (the agent's own write must not cause another restart).
-    assert_eq!(node.reloads().len(), 2 + edit_restarts, "{:#?}", node.reloads());
+    assert_eq!(
+        node.reloads().len(),
+        2 + edit_restarts,
+        "{:#?}",
+        node.reloads()
+    );
     assert_eq!(agent.restarts(), 1.0 + edit_restarts as f64);
     assert_eq!(agent.rollbacks(), 0.0);
     eprintln!(

@@ -266,8 +266,15 @@ fn legacy_or_refused(node: &mut Containerd, secret: &Secret, why: &str) -> Mode 
         r.stderr.contains("--mode legacy on containerd 2.1.9") && r.stderr.contains(why),
         "the refusal must name the version and {why:?}: {r}"
     );
-    assert_eq!(cli::written_files(node), before, "a refused apply changed files");
-    assert!(!node.state_dir.join("state.json").exists(), "a refused apply wrote state");
+    assert_eq!(
+        cli::written_files(node),
+        before,
+        "a refused apply changed files"
+    );
+    assert!(
+        !node.state_dir.join("state.json").exists(),
+        "a refused apply wrote state"
+    );
     node.stop();
     Mode::Auto
 }
@@ -474,7 +481,11 @@ fn revert(release: Release, base: Base, mode: Mode) {
         "mirrors or config_path left after revert ({run}):\n{after:#?}\n{}",
         cli::written_files(&node)
     );
-    assert_eq!(node.config_text(), node.original, "revert is not byte-exact");
+    assert_eq!(
+        node.config_text(),
+        node.original,
+        "revert is not byte-exact"
+    );
     let mark = reg.mark();
     assert_pull_fails(&node, "quay.io/e2e/tiny:1");
     assert!(
@@ -524,7 +535,9 @@ fn case11_v2_target_form(release: Release) {
     let h = reg.host();
     let with_v2 = Secret::new(
         &h,
-        &format!("docker.io::http://{h}/v2/airgap-images/docker.io,quay.io::http://{h}/v2/airgap-images/quay.io"),
+        &format!(
+            "docker.io::http://{h}/v2/airgap-images/docker.io,quay.io::http://{h}/v2/airgap-images/quay.io"
+        ),
     );
     let node = applied_node(release, Base::Default, Mode::Auto, &with_v2);
     assert!(
@@ -575,7 +588,8 @@ fn diff_and_reapply_are_idempotent(release: Release) {
         let d = cli::diff(&node, &secret, mode);
         assert_eq!(d.code, 1, "diff before apply ({mode:?}, {base:?}): {d}");
         assert!(
-            d.stdout.contains(&format!("containerd {}", release.version())),
+            d.stdout
+                .contains(&format!("containerd {}", release.version())),
             "diff must say which containerd it decided for: {d}"
         );
         let (restart, _) = cli::apply(&node, &secret, mode);
@@ -617,7 +631,10 @@ fn upgrade_1_6_to_2_1_moves_legacy_to_hosts() {
     secret.username = user.to_string();
     secret.password = pass.to_string();
     let mut node = applied_node(Release::V1_6, Base::Debian, Mode::Auto, &secret);
-    assert!(!node.config_text().contains("config_path"), "1.6 + v2 file: legacy");
+    assert!(
+        !node.config_text().contains("config_path"),
+        "1.6 + v2 file: legacy"
+    );
     assert_pull_via(&node, &reg, "docker.io/library/tiny:1", DOCKER_PATH);
 
     node.upgrade_to(Release::V2_1);
@@ -636,5 +653,9 @@ fn upgrade_1_6_to_2_1_moves_legacy_to_hosts() {
     let (restart, run) = cli::apply(&node, &file, Mode::Auto);
     assert!(!restart, "a second apply on 2.1 changed something: {run}");
     cli::revert(&node);
-    assert_eq!(node.config_text(), node.original, "revert is not byte-exact");
+    assert_eq!(
+        node.config_text(),
+        node.original,
+        "revert is not byte-exact"
+    );
 }

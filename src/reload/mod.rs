@@ -204,7 +204,9 @@ impl Reloader {
             Some(e) => format!("; {}", verify::verify_loaded(&self.socket, e).await?),
             None => String::new(),
         };
-        Ok(Some(format!("{what}; containerd {version} healthy{loaded}")))
+        Ok(Some(format!(
+            "{what}; containerd {version} healthy{loaded}"
+        )))
     }
 
     /// Restart without judging the result (used to come back after a rollback).
@@ -232,7 +234,11 @@ fn same_namespace(pid: i32, ns: &str) -> Option<bool> {
 
 /// Run `program args` in the namespaces of `pid` (no setns when they are ours already).
 /// Returns its standard output.
-pub(crate) async fn run_host(pid: i32, program: &str, args: &[&str]) -> Result<String, ReloadError> {
+pub(crate) async fn run_host(
+    pid: i32,
+    program: &str,
+    args: &[&str],
+) -> Result<String, ReloadError> {
     let what = format!("{program} {}", args.join(" "));
     let mut cmd = std::process::Command::new(program);
     cmd.args(args);

@@ -78,8 +78,11 @@ fn check_mirrors(
     for (key, endpoints) in want {
         let loaded = &registry["mirrors"][key.as_str()]["endpoint"];
         let same = loaded.as_array().is_some_and(|a| {
-            a.len() == endpoints.len() && a.iter().zip(endpoints).all(|(x, y)| x.as_str() == Some(y))
-        }) || (endpoints.is_empty() && loaded.is_null() && registry["mirrors"].get(key).is_some());
+            a.len() == endpoints.len()
+                && a.iter().zip(endpoints).all(|(x, y)| x.as_str() == Some(y))
+        }) || (endpoints.is_empty()
+            && loaded.is_null()
+            && registry["mirrors"].get(key).is_some());
         if !same {
             return Err(VerifyError::NotLoaded(format!(
                 "CRI Status shows mirrors.{key:?}.endpoint = {loaded}, expected {endpoints:?}"
@@ -99,9 +102,8 @@ async fn canary(socket: &Path, dir: &Path) -> Result<String, VerifyError> {
         move |source| VerifyError::Io { op, path, source }
     };
     std::fs::create_dir_all(&canary_dir).map_err(io("create", &canary_dir))?;
-    let text = format!(
-        "# regmirror load check, removed right after it\nserver = \"{CANARY_SERVER}\"\n"
-    );
+    let text =
+        format!("# regmirror load check, removed right after it\nserver = \"{CANARY_SERVER}\"\n");
     let written = std::fs::write(&file, text).map_err(io("write", &file));
     let result = match written {
         Ok(()) => canary_pull(socket, &nonce).await,

@@ -32,7 +32,9 @@ pub struct Decision {
 /// The registry table containerd `runtime` reads for a file of `file` version.
 pub fn registry_table(runtime: Option<ContainerdVersion>, file: ConfigVersion) -> Vec<String> {
     match (runtime.is_some_and(ContainerdVersion::is_2x), file) {
-        (true, ConfigVersion::V1) => vec!["plugins".into(), IMAGES_PLUGIN.into(), "registry".into()],
+        (true, ConfigVersion::V1) => {
+            vec!["plugins".into(), IMAGES_PLUGIN.into(), "registry".into()]
+        }
         _ => version::registry_table(file),
     }
 }
@@ -56,6 +58,9 @@ pub fn decide(
     doc: &DocumentMut,
     spec: &RegistrySpec,
 ) -> Result<Decision, RenderError> {
+    if let Some(v) = runtime {
+        readable(v, file)?;
+    }
     let registry = registry_table(runtime, file);
     let has_config_path = config_path(doc, runtime, file).is_some();
     let v3 = matches!(file, ConfigVersion::V3Plus(_));
@@ -84,6 +89,33 @@ pub fn decide(
         registry,
         warnings,
     })
+}
+
+/// The newest config version `v` reads: 2 before 2.0 (1.7 refuses to start on a version 3
+/// file, 1.6 reads it as version 2 and ignores its `io.containerd.cri.v1.*` tables), 3 up to
+/// 2.2, 4 from 2.3.
+pub fn max_config_version(v: ContainerdVersion) -> i64 {
+    match (v.major, v.minor) {
+        (1, _) => 2,
+        (2, 0..=2) => 3,
+        _ => 4,
+    }
+}
+
+/// Refuse a file the running containerd cannot read (or would read without its registry table).
+fn readable(v: ContainerdVersion, file: ConfigVersion) -> Result<(), RenderError> {
+    let n = match file {
+        ConfigVersion::V1 => 1,
+        ConfigVersion::V2 => 2,
+        ConfigVersion::V3Plus(n) => n,
+    };
+    let max = max_config_version(v);
+    if n <= max {
+        return Ok(());
+    }
+    Err(RenderError::Conflict(format!(
+        "containerd {v} reads config versions up to {max}; this file is version {n}, so nothing written into it would take effect (is --containerd-version right?)"
+    )))
 }
 
 /// Refuse legacy mode on containerd ≥ 2.0 when what it would write is ignored there.
@@ -122,7 +154,10 @@ mod tests {
             ("DOMAIN", "harbor.example.org"),
             ("BASE_PATH", "airgap-images"),
             ("INSECURE", "false"),
-            ("MIRROR_REGISTRIES", "docker.io::harbor.example.org/airgap-images/docker.io"),
+            (
+                "MIRROR_REGISTRIES",
+                "docker.io::harbor.example.org/airgap-images/docker.io",
+            ),
         ]
         .iter()
         .chain(extra)
@@ -141,17 +176,51 @@ mod tests {
         let empty = DocumentMut::new();
         let cases = [
             (Some(V2), ConfigVersion::V1, Resolved::Hosts, IMAGES_PLUGIN),
-            (Some(V2), ConfigVersion::V2, Resolved::Hosts, "io.containerd.grpc.v1.cri"),
-            (Some(V2), ConfigVersion::V3Plus(3), Resolved::Hosts, IMAGES_PLUGIN),
-            (Some(V2), ConfigVersion::V3Plus(4), Resolved::Hosts, IMAGES_PLUGIN),
+            (
+                Some(V2),
+                ConfigVersion::V2,
+                Resolved::Hosts,
+                "io.containerd.grpc.v1.cri",
+            ),
+            (
+                Some(V2),
+                ConfigVersion::V3Plus(3),
+                Resolved::Hosts,
+                IMAGES_PLUGIN,
+            ),
+            (
+                Some(V2),
+                ConfigVersion::V3Plus(4),
+                Resolved::Hosts,
+                IMAGES_PLUGIN,
+            ),
             (Some(V1_7), ConfigVersion::V1, Resolved::Legacy, "cri"),
-            (Some(V1_7), ConfigVersion::V2, Resolved::Legacy, "io.containerd.grpc.v1.cri"),
-            (None, ConfigVersion::V2, Resolved::Legacy, "io.containerd.grpc.v1.cri"),
-            (None, ConfigVersion::V3Plus(3), Resolved::Hosts, IMAGES_PLUGIN),
+            (
+                Some(V1_7),
+                ConfigVersion::V2,
+                Resolved::Legacy,
+                "io.containerd.grpc.v1.cri",
+            ),
+            (
+                None,
+                ConfigVersion::V2,
+                Resolved::Legacy,
+                "io.containerd.grpc.v1.cri",
+            ),
+            (
+                None,
+                ConfigVersion::V3Plus(3),
+                Resolved::Hosts,
+                IMAGES_PLUGIN,
+            ),
         ];
         for (rt, file, mode, plugin) in cases {
             let d = decide(Mode::Auto, rt, file, &empty, &s).unwrap();
-            assert_eq!((d.resolved, d.registry[1].as_str()), (mode, plugin), "{rt:?} {file:?}");
+            assert_eq!(
+                (d.resolved, d.registry[1].as_str()),
+                (mode, plugin),
+                "{rt:?} {file:?}"
+            );
         }
     }
 
@@ -172,13 +241,41 @@ mod tests {
         let e = decide(Mode::Legacy, Some(V2), ConfigVersion::V2, &empty, &insecure).unwrap_err();
         assert!(e.to_string().contains("INSECURE"), "{e}");
         // 1.7 takes all of it.
-        decide(Mode::Legacy, Some(V1_7), ConfigVersion::V2, &empty, &insecure).unwrap();
+        decide(
+            Mode::Legacy,
+            Some(V1_7),
+            ConfigVersion::V2,
+            &empty,
+            &insecure,
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn files_newer_than_the_runtime_are_refused() {
+        let empty = DocumentMut::new();
+        let s = spec(&[]);
+        let e = decide(Mode::Auto, Some(V1_7), ConfigVersion::V3Plus(3), &empty, &s).unwrap_err();
+        assert!(
+            e.to_string().contains("reads config versions up to 2"),
+            "{e}"
+        );
+        let e = decide(Mode::Auto, Some(V2), ConfigVersion::V3Plus(4), &empty, &s).unwrap_err();
+        assert!(e.to_string().contains("up to 3"), "{e}");
+        let v2_3 = ContainerdVersion::new(2, 3, 0);
+        decide(Mode::Auto, Some(v2_3), ConfigVersion::V3Plus(4), &empty, &s).unwrap();
+        decide(Mode::Auto, None, ConfigVersion::V3Plus(4), &empty, &s).unwrap();
     }
 
     #[test]
     fn config_path_is_read_where_that_containerd_reads_it() {
-        let doc: DocumentMut = "[plugins.cri.registry]\nconfig_path = '/a'\n".parse().unwrap();
-        assert_eq!(config_path(&doc, Some(V1_7), ConfigVersion::V1), Some(vec!["/a".into()]));
+        let doc: DocumentMut = "[plugins.cri.registry]\nconfig_path = '/a'\n"
+            .parse()
+            .unwrap();
+        assert_eq!(
+            config_path(&doc, Some(V1_7), ConfigVersion::V1),
+            Some(vec!["/a".into()])
+        );
         assert_eq!(config_path(&doc, Some(V2), ConfigVersion::V1), None);
     }
 }

@@ -47,8 +47,14 @@ mod tests {
             "version = 2\r\n[a]\r\nx = 1\r\n\r\n[b]\r\ny = 2\r\n"
         );
         // An LF file is left alone, and so is an LF line the admin wrote in a CRLF file.
-        assert_eq!(match_line_endings("a = 1\n", "a = 1\nb = 2\n"), "a = 1\nb = 2\n");
+        assert_eq!(
+            match_line_endings("a = 1\n", "a = 1\nb = 2\n"),
+            "a = 1\nb = 2\n"
+        );
         let mixed = "a = 1\r\nb = 2\n";
-        assert_eq!(match_line_endings(mixed, "a = 1\r\nb = 2\nc = 3\n"), "a = 1\r\nb = 2\nc = 3\r\n");
+        assert_eq!(
+            match_line_endings(mixed, "a = 1\r\nb = 2\nc = 3\n"),
+            "a = 1\r\nb = 2\nc = 3\r\n"
+        );
     }
 }

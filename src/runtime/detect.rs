@@ -63,7 +63,10 @@ pub fn detect_blocking(probe: &Probe<'_>) -> Runtime {
 }
 
 async fn cri_version(socket: &Path) -> Result<ContainerdVersion, String> {
-    let mut client = CriClient::connect(socket).await.map_err(|e| e.to_string())?;
+    let mut client = CriClient::connect(socket)
+        .await
+        .map_err(|e| e.to_string())?;
     let raw = client.version().await.map_err(|e| e.to_string())?;
-    ContainerdVersion::find_in(&raw).ok_or_else(|| format!("runtime_version {raw:?} is not a version"))
+    ContainerdVersion::find_in(&raw)
+        .ok_or_else(|| format!("runtime_version {raw:?} is not a version"))
 }

@@ -126,7 +126,9 @@ impl fmt::Display for Runtime {
     /// `containerd 2.1.9 (CRI Version on /run/containerd/containerd.sock)`, or the unknown case.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match (&self.version, &self.source) {
-            (Some(v), Some(VersionSource::Flag)) => write!(f, "containerd {v} (--containerd-version)"),
+            (Some(v), Some(VersionSource::Flag)) => {
+                write!(f, "containerd {v} (--containerd-version)")
+            }
             (Some(v), Some(VersionSource::Cri(sock))) => {
                 write!(f, "containerd {v} (CRI Version on {sock})")
             }
@@ -156,7 +158,10 @@ mod tests {
         assert_eq!(v("2.1.9+ds1-5"), ContainerdVersion::new(2, 1, 9));
         assert_eq!(v("1.7"), ContainerdVersion::new(1, 7, 0));
         for bad in ["", "2", "x.1", "2.x", "0.1.2", "1.2.3.4", "v", "1..2"] {
-            assert!(bad.parse::<ContainerdVersion>().is_err(), "{bad:?} accepted");
+            assert!(
+                bad.parse::<ContainerdVersion>().is_err(),
+                "{bad:?} accepted"
+            );
         }
         assert_eq!(
             ContainerdVersion::find_in(
@@ -177,7 +182,10 @@ mod tests {
 
     #[test]
     fn display_names_the_source_or_why_unknown() {
-        let r = Runtime::known(ContainerdVersion::new(2, 1, 9), VersionSource::Cri("/s".into()));
+        let r = Runtime::known(
+            ContainerdVersion::new(2, 1, 9),
+            VersionSource::Cri("/s".into()),
+        );
         assert_eq!(r.to_string(), "containerd 2.1.9 (CRI Version on /s)");
         let r = Runtime::unknown(vec!["CRI: no socket".into()]);
         assert!(r.to_string().contains("unknown (CRI: no socket)"), "{r}");

@@ -412,12 +412,19 @@ mod tests {
     #[test]
     fn api_root_in_target_means_the_same_as_without() {
         for (with, without) in [
-            ("harbor.example.org/v2/proxy-cache/docker.io", "harbor.example.org/proxy-cache/docker.io"),
+            (
+                "harbor.example.org/v2/proxy-cache/docker.io",
+                "harbor.example.org/proxy-cache/docker.io",
+            ),
             ("http://h:5000/v2/x", "http://h:5000/x"),
             ("h/v2", "h"),
             ("h/v2/", "h"),
         ] {
-            assert_eq!(parse_target(with).unwrap(), parse_target(without).unwrap(), "{with}");
+            assert_eq!(
+                parse_target(with).unwrap(),
+                parse_target(without).unwrap(),
+                "{with}"
+            );
         }
         assert_eq!(
             parse_target("h/v2/p").unwrap().endpoint_url(Scheme::Https),

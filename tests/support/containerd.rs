@@ -371,12 +371,19 @@ impl Containerd {
             .unwrap_or("")
             .to_string();
         let mut mirrors = std::collections::BTreeMap::new();
-        if let Some(m) = reg.and_then(|r| r.get("mirrors")).and_then(|m| m.as_table_like()) {
+        if let Some(m) = reg
+            .and_then(|r| r.get("mirrors"))
+            .and_then(|m| m.as_table_like())
+        {
             for (k, v) in m.iter() {
                 let eps = v
                     .get("endpoint")
                     .and_then(|e| e.as_array())
-                    .map(|a| a.iter().filter_map(|e| e.as_str().map(String::from)).collect())
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|e| e.as_str().map(String::from))
+                            .collect()
+                    })
                     .unwrap_or_default();
                 mirrors.insert(k.to_string(), eps);
             }

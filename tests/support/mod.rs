@@ -4,7 +4,8 @@
 //!   `e2e!(name)` (or `skip_unless!` with another check) skips a test that way and times it
 //!   ([`Timer`]).
 //! - [`ChildGuard`]: a started process, killed by PID on drop (also when a test panics).
-//! - [`registry`], [`containerd`], [`image`], [`tls`], [`cli`]: the pieces a test puts together.
+//! - [`registry`], [`containerd`], [`image`], [`tls`], [`cli`], [`jail`]: the pieces a test puts
+//!   together.
 //! - Small helpers, shared with `tests/node_support` too: [`which`], [`run`] / [`run_output`],
 //!   [`poll`] / [`poll_every`], [`http_get`] and [`metric`] for the agent's endpoints.
 //!
@@ -16,6 +17,7 @@
 pub mod cli;
 pub mod containerd;
 pub mod image;
+pub mod jail;
 pub mod registry;
 pub mod tls;
 
