@@ -31,15 +31,15 @@ keyring=/usr/share/keyrings/debian-archive-keyring.gpg
 } >"$apt_dir/sources.list"
 apt_opts=(-o "Dir::Etc::SourceList=$apt_dir/sources.list" -o Dir::Etc::SourceParts=/dev/null
 	-o "Dir::State::Lists=$apt_dir/lists" -o "Dir::Cache::Archives=$apt_dir/archives"
-	-o Debug::NoLocking=1 -o APT::Get::List-Cleanup=0)
+	-o Debug::NoLocking=1 -o APT::Get::List-Cleanup=0 -o APT::Sandbox::User=root)
 apt-get "${apt_opts[@]}" update -qq >/dev/null
 for item in $need; do
 	IFS=: read -r ver _suite pkg <<<"$item"
 	work=$(mktemp -d)
 	(cd "$work" && apt-get "${apt_opts[@]}" download -qq "containerd=$pkg" >/dev/null)
-	rm -rf "$CACHE/$ver.tmp"
+	rm -rf "${CACHE:?}/$ver.tmp"
 	dpkg-deb -x "$work"/containerd_*.deb "$CACHE/$ver.tmp"
-	rm -rf "$work" "$CACHE/$ver"
+	rm -rf "$work" "${CACHE:?}/$ver"
 	mv "$CACHE/$ver.tmp" "$CACHE/$ver"
 	"$CACHE/$ver/usr/bin/containerd" --version >/dev/null
 done

@@ -2,7 +2,7 @@
 # Installs everything the build and the tests need on Debian 12 (idempotent; needs root):
 # protoc for the CRI client's build script, the real containerd + registry + image tools for the
 # end-to-end tests, systemd-nspawn + debootstrap for the booted-node tests, and cargo-deb + helm
-# for the packaging tests.
+# for the packaging tests, and the newer containerd releases of the e2e matrix.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PKGS="protobuf-compiler containerd docker-registry skopeo umoci apache2-utils openssl systemd-container debootstrap curl unzip"
@@ -17,3 +17,6 @@ fi
 # The Debian package starts containerd/registry services where systemd runs; the tests start
 # their own, on temp sockets and free ports, so nothing here depends on those.
 sh packaging/install-test-tools.sh
+# containerd 1.7.24 (Debian 13) and 2.1.9 (Debian sid) for the e2e matrix, unpacked into
+# target/containerd/ from a private apt configuration.
+scripts/fetch-containerd.sh

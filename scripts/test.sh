@@ -4,6 +4,14 @@
 # (REGMIRROR_E2E=1 turns a missing prerequisite into a failure instead of a skip).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [ "$(id -u)" -ne 0 ]; then
+	# Real containerd, mount namespaces and booted nodes need root.
+	if command -v sudo >/dev/null 2>&1; then
+		exec sudo --preserve-env env "PATH=$PATH" "$0" "$@"
+	fi
+	echo "scripts/test.sh needs root (containerd, mounts, systemd-nspawn): run it as root" >&2
+	exit 1
+fi
 scripts/install-deps.sh
 cargo fmt --all -- --check
 cargo clippy --locked --all-targets -- -D warnings

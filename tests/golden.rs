@@ -517,3 +517,78 @@ fn secret_data_and_string_data_agree() {
             .unwrap();
     assert_eq!(from_data, parse_spec(&data_of(&pairs)).unwrap());
 }
+
+/// The pure render for a known containerd version.
+fn render_for(config: &str, spec: &RegistrySpec, mode: Mode, containerd: &str) -> Rendered {
+    regmirror::render::render(&regmirror::render::RenderInput {
+        config,
+        prior: &ConfigOwnership::default(),
+        spec: Some(spec),
+        mode,
+        certs_dir: std::path::Path::new(CERTS),
+        containerd: Some(containerd.parse().unwrap()),
+    })
+    .unwrap_or_else(|e| panic!("render refused: {e}"))
+}
+
+#[test]
+fn containerd_2x_gets_hosts_mode_in_the_table_it_reads() {
+    // A version 2 file on 2.x: hosts mode in the v2 table (2.x migrates it), never legacy
+    // `configs.*.tls`, which 2.x drops.
+    let spec = spec_with(SEED_MIRRORS, &[("CA_CERT", &ca_pem())]);
+    let r = render_for(&seed_config(), &spec, Mode::Auto, "2.1.9");
+    assert_eq!(r.mode, Some(Resolved::Hosts));
+    assert!(
+        r.config
+            .contains("[plugins.\"io.containerd.grpc.v1.cri\".registry]\nconfig_path"),
+        "{}",
+        r.config
+    );
+    assert!(!r.config.contains("tls"), "{}", r.config);
+    // The same file on 1.7: legacy, as before.
+    let r = render_for(&seed_config(), &spec, Mode::Auto, "1.7.24");
+    assert_eq!(r.mode, Some(Resolved::Legacy));
+    // A version 1 file on 2.x: the full plugin id (2.x ignores `plugins.cri` there).
+    let v1 = "[plugins.cri.containerd]\n  snapshotter = \"overlayfs\"\n";
+    let r = render_for(v1, &seed_spec(), Mode::Auto, "2.1.9");
+    assert!(
+        r.config
+            .contains("[plugins.\"io.containerd.cri.v1.images\".registry]"),
+        "{}",
+        r.config
+    );
+    let back = render(&r.config, &r.ownership, None, Mode::Auto).unwrap();
+    assert_eq!(back.config, v1);
+}
+
+#[test]
+fn v2_api_root_in_targets_renders_identically() {
+    let with = spec_with(
+        "docker.io::harbor.example.org/v2/airgap-images/docker.io,registry.k8s.io::harbor.example.org/v2/airgap-images/k8s.io",
+        &[],
+    );
+    let without = spec_with(SEED_MIRRORS, &[]);
+    assert_eq!(with, without);
+    for mode in [Mode::Legacy, Mode::Hosts] {
+        let (a, _) = golden(&seed_config(), &with, mode);
+        let (b, _) = golden(&seed_config(), &without, mode);
+        assert_eq!(a, b, "{mode:?}");
+        assert!(!dump(&a).contains("/v2/v2"), "{}", dump(&a));
+    }
+}
+
+#[test]
+fn crlf_file_gets_crlf_lines() {
+    let crlf = seed_config().replace('\n', "\r\n");
+    for mode in [Mode::Legacy, Mode::Hosts] {
+        let (r, _) = golden(&crlf, &auth_spec(), mode);
+        assert!(
+            !r.config.replace("\r\n", "").contains('\n'),
+            "LF-only lines added ({mode:?}): {:?}",
+            r.config
+        );
+        // Applying again over the written file changes nothing.
+        let again = render(&r.config, &r.ownership, Some(&auth_spec()), mode).unwrap();
+        assert_eq!(again.config, r.config);
+    }
+}
