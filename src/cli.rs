@@ -362,7 +362,7 @@ fn finish_reload(
     if plan.changes.is_empty() {
         return Err(err.into());
     }
-    apply::rollback(paths, plan)?;
+    apply::rollback(paths, plan, false)?;
     let back = rt.block_on(async {
         r.restart_only().await?;
         crate::reload::cri::wait_healthy(&r.socket, r.health_timeout)

@@ -607,7 +607,7 @@ async fn converge(ctx: &mut Ctx, spec: Option<RegistrySpec>, trigger: Trigger) -
             }
             tracing::error!("{e}; rolling back spec {label}");
             let paths = ctx.paths.clone();
-            let rolled = blocking(move || apply::rollback(&paths, &plan)).await;
+            let rolled = blocking(move || apply::rollback(&paths, &plan, true)).await;
             let back = match &rolled {
                 Ok(()) => alive(ctx, async {
                     ctx.reloader.restart_only().await?;

@@ -45,7 +45,7 @@ const ALLOWED_CAPS: [&str; 6] = [
     "SYS_PTRACE",
 ];
 /// Flags of `regmirror run` (the CLI contract); each has a `REGMIRROR_<FLAG>` variable.
-const RUN_FLAGS: [&str; 20] = [
+const RUN_FLAGS: [&str; 21] = [
     "secret-file",
     "secret-dir",
     "secret-namespace",
@@ -59,6 +59,7 @@ const RUN_FLAGS: [&str; 20] = [
     "containerd-unit",
     "host-pid",
     "containerd-socket",
+    "containerd-version",
     "restart-jitter",
     "health-timeout",
     "debounce",

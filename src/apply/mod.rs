@@ -422,12 +422,19 @@ pub fn apply_planned(
 }
 
 /// Undo an executed plan: every changed file gets its pre-apply bytes (and mode) back, and the
-/// state file its pre-apply contents. Used by the health-check rollback.
-pub fn rollback(paths: &Paths, plan: &Plan) -> Result<(), ApplyError> {
+/// state file its pre-apply contents. Used by the health-check rollback: with `hold`, the spec
+/// is also remembered as bad (`bad_spec_hash`), so the agent does not retry it until the Secret
+/// changes; a one-shot `apply` rolls back without holding (the admin sees the error and decides).
+pub fn rollback(paths: &Paths, plan: &Plan, hold: bool) -> Result<(), ApplyError> {
     let _lock =
         write::Lock::acquire(&paths.lock(), LOCK_WAIT).map_err(io_err("lock", &paths.lock()))?;
+    let bad = if hold {
+        plan.state_after.spec_hash.clone()
+    } else {
+        plan.state_before.bad_spec_hash.clone()
+    };
     let mut inflight = plan.state_before.union(&plan.state_after);
-    inflight.bad_spec_hash = plan.state_after.spec_hash.clone();
+    inflight.bad_spec_hash = bad.clone();
     save_state(paths, &inflight)?;
     for c in plan.changes.iter().rev() {
         match &c.old {
@@ -437,6 +444,6 @@ pub fn rollback(paths: &Paths, plan: &Plan) -> Result<(), ApplyError> {
         }
     }
     let mut before = plan.state_before.clone();
-    before.bad_spec_hash = plan.state_after.spec_hash.clone();
+    before.bad_spec_hash = bad;
     save_state(paths, &before)
 }
