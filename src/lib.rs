@@ -8,6 +8,7 @@
 pub mod apply;
 pub mod cli;
 pub mod daemon;
+pub mod hostexec;
 pub mod observe;
 pub mod redact;
 pub mod reload;

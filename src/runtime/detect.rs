@@ -38,7 +38,7 @@ pub async fn detect(probe: &Probe<'_>) -> Runtime {
             probe.socket.display()
         )),
     }
-    match crate::reload::run_host(probe.host_pid, "containerd", &["--version"]).await {
+    match crate::hostexec::run_host(probe.host_pid, "containerd", &["--version"]).await {
         Ok(out) => match ContainerdVersion::find_in(&out) {
             Some(v) => return Runtime::known(v, VersionSource::Binary),
             None => tried.push(format!("containerd --version printed {:?}", out.trim())),
