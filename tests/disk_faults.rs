@@ -78,6 +78,7 @@ fn snapshot(dir: &Path) -> Vec<(String, usize, u64)> {
 
 fn apply(root: &Path, mode: &str) -> std::process::Output {
     Command::new(BIN)
+        .env("REGMIRROR_CONTAINERD_VERSION", "unknown")
         .args(["apply", "--secret-file"])
         .arg(root.join("secret.yaml"))
         .args(["--mode", mode, "--config"])

@@ -93,9 +93,10 @@ pub struct ReloadArgs {
 #[derive(Args, Debug, Clone)]
 pub struct RuntimeArgs {
     /// containerd's version (e.g. 2.1.9): decide for it without asking the node (offline
-    /// `diff`). Unset: CRI Version over --containerd-socket, then `containerd --version`.
+    /// `diff`); `unknown` decides from config.toml alone. Unset: CRI Version over
+    /// --containerd-socket, then `containerd --version`.
     #[arg(long, env = "REGMIRROR_CONTAINERD_VERSION", value_name = "VERSION")]
-    pub containerd_version: Option<crate::runtime::ContainerdVersion>,
+    pub containerd_version: Option<crate::runtime::VersionArg>,
     /// containerd's CRI socket (version, health check, load verification).
     #[arg(
         long,

@@ -169,6 +169,7 @@ mod tests {
 
     const V2: ContainerdVersion = ContainerdVersion::new(2, 1, 9);
     const V1_7: ContainerdVersion = ContainerdVersion::new(1, 7, 24);
+    const V2_3: ContainerdVersion = ContainerdVersion::new(2, 3, 0);
 
     #[test]
     fn the_readme_table() {
@@ -189,7 +190,7 @@ mod tests {
                 IMAGES_PLUGIN,
             ),
             (
-                Some(V2),
+                Some(V2_3),
                 ConfigVersion::V3Plus(4),
                 Resolved::Hosts,
                 IMAGES_PLUGIN,

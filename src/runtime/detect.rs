@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use super::{ContainerdVersion, Runtime, VersionSource};
+use super::{ContainerdVersion, Runtime, VersionArg, VersionSource};
 use crate::reload::cri::CriClient;
 
 /// How long the CRI Version call may take before the binary is asked instead.
@@ -15,8 +15,8 @@ const CRI_TIMEOUT: Duration = Duration::from_secs(3);
 /// Where to ask.
 #[derive(Debug, Clone)]
 pub struct Probe<'a> {
-    /// An explicit version: used as it is, nothing else is asked.
-    pub explicit: Option<ContainerdVersion>,
+    /// An explicit version (or `unknown`): used as it is, nothing is asked.
+    pub explicit: Option<VersionArg>,
     pub socket: &'a Path,
     /// Namespaces to run `containerd --version` in (1: the host's; 0: ours).
     pub host_pid: i32,
@@ -24,8 +24,8 @@ pub struct Probe<'a> {
 
 /// The node's containerd, or [`Runtime::unknown`] saying what was tried.
 pub async fn detect(probe: &Probe<'_>) -> Runtime {
-    if let Some(v) = probe.explicit {
-        return Runtime::known(v, VersionSource::Flag);
+    if let Some(given) = explicit(probe) {
+        return given;
     }
     let mut tried = Vec::new();
     match tokio::time::timeout(CRI_TIMEOUT, cri_version(probe.socket)).await {
@@ -50,8 +50,8 @@ pub async fn detect(probe: &Probe<'_>) -> Runtime {
 
 /// Blocking form of [`detect`] for the one-shot commands.
 pub fn detect_blocking(probe: &Probe<'_>) -> Runtime {
-    if let Some(v) = probe.explicit {
-        return Runtime::known(v, VersionSource::Flag);
+    if let Some(given) = explicit(probe) {
+        return given;
     }
     match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -59,6 +59,15 @@ pub fn detect_blocking(probe: &Probe<'_>) -> Runtime {
     {
         Ok(rt) => rt.block_on(detect(probe)),
         Err(e) => Runtime::unknown(vec![format!("no async runtime: {e}")]),
+    }
+}
+
+fn explicit(probe: &Probe<'_>) -> Option<Runtime> {
+    match probe.explicit? {
+        VersionArg::Known(v) => Some(Runtime::known(v, VersionSource::Flag)),
+        VersionArg::Unknown => Some(Runtime::unknown(vec![
+            "--containerd-version unknown".into(),
+        ])),
     }
 }
 

@@ -50,7 +50,9 @@ impl fmt::Display for ContainerdVersion {
 
 /// A version string that is not `[v]MAJOR.MINOR[.PATCH][suffix]`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0:?} is not a containerd version (expected MAJOR.MINOR[.PATCH], e.g. 2.1.9)")]
+#[error(
+    "{0:?} is not a containerd version (expected MAJOR.MINOR[.PATCH], e.g. 2.1.9, or `unknown`)"
+)]
 pub struct VersionError(pub String);
 
 impl FromStr for ContainerdVersion {
@@ -78,6 +80,25 @@ impl FromStr for ContainerdVersion {
             return Err(bad());
         }
         Ok(ContainerdVersion::new(major, minor, patch))
+    }
+}
+
+/// `--containerd-version`: a version, or `unknown` (nothing is asked; the decision is made
+/// from config.toml alone, as for a node whose containerd cannot be reached).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VersionArg {
+    Known(ContainerdVersion),
+    Unknown,
+}
+
+impl FromStr for VersionArg {
+    type Err = VersionError;
+    fn from_str(s: &str) -> Result<Self, VersionError> {
+        if s.trim().eq_ignore_ascii_case("unknown") {
+            Ok(VersionArg::Unknown)
+        } else {
+            s.parse().map(VersionArg::Known)
+        }
     }
 }
 

@@ -218,6 +218,8 @@ pub fn stamp(path: &Path) -> (u64, i64, i64) {
 }
 
 /// Run the binary with `args`, with no REGMIRROR_* variable leaking in from the environment.
+/// These tests are about files, not runtimes: the containerd version is `unknown` (decided from
+/// config.toml alone) unless `args` name one, whatever containerd this machine has installed.
 pub fn run(args: &[&str]) -> Output {
     let mut cmd = Command::new(BIN);
     cmd.args(args);
@@ -226,15 +228,17 @@ pub fn run(args: &[&str]) -> Output {
             cmd.env_remove(k);
         }
     }
-    cmd.env("NO_COLOR", "1");
+    cmd.env("NO_COLOR", "1")
+        .env("REGMIRROR_CONTAINERD_VERSION", "unknown");
     cmd.output().expect("run regmirror")
 }
 
 /// `regmirror run` on the containerd files in `dir` (`config.toml`, `certs.d`, `state`) as the
 /// daemon tests run it: no reload, a 200 ms debounce, no restart jitter. The caller adds the
-/// source, `--listen` and the environment.
+/// source, `--listen` and the environment. The containerd version is `unknown`, as in [`run`].
 pub fn agent_command(dir: &Path) -> Command {
     let mut cmd = Command::new(BIN);
+    cmd.env("REGMIRROR_CONTAINERD_VERSION", "unknown");
     cmd.arg("run")
         .args(["--config", dir.join("config.toml").to_str().unwrap()])
         .args(["--certs-dir", dir.join("certs.d").to_str().unwrap()])
