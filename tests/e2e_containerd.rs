@@ -109,6 +109,7 @@ matrix!(
     case10_auto_tls_ca_auth,
     case11_v2_target_form,
     case12_version1_file,
+    case13_config_path_list,
     diff_and_reapply_are_idempotent,
 );
 
@@ -573,6 +574,36 @@ fn case12_version1_file(release: Release) {
     assert!(text.contains(table), "expected {table}:\n{text}");
     assert_pull_via(&node, &reg, "docker.io/library/tiny:1", DOCKER_PATH);
     assert_pull_via(&node, &reg, "quay.io/e2e/tiny:1", QUAY_PATH);
+}
+
+/// Case 13: the admin's config.toml already sets a colon-separated `config_path` (containerd
+/// 2.2's default, EKS nodeadm's): hosts.toml files go to its first directory, and the pull goes
+/// through the mirror.
+fn case13_config_path_list(release: Release) {
+    let reg = mirror(Kind::Plain);
+    let secret = Secret::new(&reg.host(), &docker_and_quay(&reg, "http://"));
+    let mut node = Containerd::prepare_on(release, Base::Debian);
+    let other = node.dir().join("docker-certs.d");
+    let mut doc: toml_edit::DocumentMut = node.original.parse().unwrap();
+    containerd::cri_registry(&mut doc)["config_path"] =
+        toml_edit::value(format!("{}:{}", node.certs_dir.display(), other.display()));
+    node.original = doc.to_string();
+    node.write_config(&node.original);
+    node.start();
+    let file = secret.write(&node, "secret");
+    let (restart, run) = cli::apply(&node, &file, Mode::Auto);
+    eprintln!("{run}");
+    if restart {
+        node.restart();
+    }
+    assert_pull_via(&node, &reg, "docker.io/library/tiny:1", DOCKER_PATH);
+    assert_pull_via(&node, &reg, "quay.io/e2e/tiny:1", QUAY_PATH);
+    cli::revert(&node);
+    assert_eq!(
+        node.config_text(),
+        node.original,
+        "revert is not byte-exact"
+    );
 }
 
 /// Extra: `diff` reports changes before and none after `apply`; a second apply needs no

@@ -91,6 +91,38 @@ pub fn decide(
     })
 }
 
+/// containerd ≥ 2.1 pulls through the transfer service, which does not split a
+/// colon-separated `config_path` (it looks for hosts.toml under the literal `a:b` directory;
+/// measured with 2.1.9, containerd issues #12415 and #12636): a list there is as good as no
+/// `config_path` at all.
+fn list_ignored(runtime: Option<ContainerdVersion>) -> bool {
+    runtime.is_some_and(|v| v >= ContainerdVersion::new(2, 1, 0))
+}
+
+/// Whether hosts mode writes (owns) `config_path`: when the file sets none, or sets a list that
+/// this containerd would not split (then the first directory alone is written while applied;
+/// revert gives the list back).
+pub fn writes_config_path(existing: Option<&[String]>, runtime: Option<ContainerdVersion>) -> bool {
+    match existing {
+        None => true,
+        Some(dirs) => dirs.len() > 1 && list_ignored(runtime),
+    }
+}
+
+/// The warning for [`writes_config_path`]'s second case.
+pub fn split_list_warning(
+    existing: Option<&[String]>,
+    runtime: Option<ContainerdVersion>,
+) -> Option<String> {
+    let dirs = existing.filter(|d| d.len() > 1 && list_ignored(runtime))?;
+    Some(format!(
+        "config_path lists {} directories; containerd {} (transfer service) does not split the list and would find no hosts.toml at all, so regmirror sets config_path = {:?} while applied (revert restores the list)",
+        dirs.len(),
+        runtime.map(|v| v.to_string()).unwrap_or_default(),
+        dirs[0]
+    ))
+}
+
 /// The newest config version `v` reads: 2 before 2.0 (1.7 refuses to start on a version 3
 /// file, 1.6 reads it as version 2 and ignores its `io.containerd.cri.v1.*` tables), 3 up to
 /// 2.2, 4 from 2.3.
@@ -266,6 +298,22 @@ mod tests {
         let v2_3 = ContainerdVersion::new(2, 3, 0);
         decide(Mode::Auto, Some(v2_3), ConfigVersion::V3Plus(4), &empty, &s).unwrap();
         decide(Mode::Auto, None, ConfigVersion::V3Plus(4), &empty, &s).unwrap();
+    }
+
+    #[test]
+    fn config_path_lists_are_replaced_where_containerd_would_not_split_them() {
+        let list = vec!["/a".to_string(), "/b".to_string()];
+        let one = vec!["/a".to_string()];
+        assert!(writes_config_path(None, Some(V1_7)));
+        assert!(!writes_config_path(Some(&list), Some(V1_7)));
+        assert!(!writes_config_path(
+            Some(&list),
+            Some(ContainerdVersion::new(2, 0, 5))
+        ));
+        assert!(writes_config_path(Some(&list), Some(V2)));
+        assert!(!writes_config_path(Some(&one), Some(V2)));
+        assert!(!writes_config_path(Some(&list), None));
+        assert!(split_list_warning(Some(&list), Some(V2)).is_some());
     }
 
     #[test]

@@ -458,7 +458,11 @@ pub fn render(input: &RenderInput<'_>) -> Result<Rendered, RenderError> {
                     conflicts.join(", ")
                 )));
             }
-            if existing_dirs.is_none() {
+            if let Some(w) = decide::split_list_warning(existing_dirs.as_deref(), input.containerd)
+            {
+                warnings.push(w);
+            }
+            if decide::writes_config_path(existing_dirs.as_deref(), input.containerd) {
                 let mut cp = registry.clone();
                 cp.push("config_path".into());
                 owned::set_value(
