@@ -147,6 +147,9 @@ pub enum Command {
         certs_dir: PathBuf,
         #[command(flatten)]
         runtime: crate::reload::RuntimeArgs,
+        /// text, or json (schema regmirror.resolve/v1, documented in the README).
+        #[arg(short = 'o', long = "output", value_enum, default_value_t = Output::Text)]
+        output: Output,
     },
 }
 
@@ -382,19 +385,48 @@ fn cmd_resolve(
     config: &Path,
     certs_dir: &Path,
     runtime: &crate::reload::RuntimeArgs,
+    output: Output,
 ) -> Result<ExitCode, Failure> {
     let text = std::fs::read_to_string(config)
         .map_err(|e| Failure(format!("read {}: {e}", config.display())))?;
     let node = runtime.detect();
-    eprintln!("for {node}");
-    let attempts = crate::resolve::resolve(image, &text, node.version, certs_dir, &|p| {
-        std::fs::read_to_string(p).ok()
-    })
-    .map_err(Failure)?;
-    for (i, a) in attempts.iter().enumerate() {
-        println!("{}. {}    ({})", i + 1, a.url, a.origin);
+    let r = crate::resolve::resolve(
+        image,
+        &text,
+        node.version,
+        certs_dir,
+        &crate::resolve::DiskFs,
+    )?;
+    match output {
+        Output::Text => {
+            eprintln!("for {node}");
+            print!("{}", crate::resolve::text::render(&r));
+        }
+        Output::Json => {
+            let mut v = serde_json::to_value(&r).expect("resolution serializes");
+            redact_headers(&mut v);
+            println!("{}", serde_json::to_string_pretty(&v).expect("json"));
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Header values hold credentials (`Authorization: Basic …`): JSON shows their names only.
+fn redact_headers(v: &mut serde_json::Value) {
+    for a in v["attempts"].as_array_mut().into_iter().flatten() {
+        if let Some(h) = a.get_mut("header").and_then(|h| h.as_object_mut()) {
+            for val in h.values_mut() {
+                *val = serde_json::json!("***");
+            }
+        }
+    }
+}
+
+/// `-o` of `resolve` and `show`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
 }
 
 fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
@@ -451,7 +483,8 @@ fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
             config,
             certs_dir,
             runtime,
-        } => cmd_resolve(&image, &config, &certs_dir, &runtime),
+            output,
+        } => cmd_resolve(&image, &config, &certs_dir, &runtime, output),
         Command::Run(args) => crate::daemon::run(*args)
             .map(|()| ExitCode::SUCCESS)
             .map_err(|e| Failure(format!("{e:#}"))),
