@@ -469,13 +469,8 @@ fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
             let spec = load_spec(&secret, &name)?;
             print_warnings(&spec.warnings);
             let node = runtime.detect();
-            let mut v = serde_json::to_value(&spec).expect("spec serializes");
-            v["spec_hash"] = spec.hash().into();
-            v["containerd"] = serde_json::json!({
-                "version": node.version.map(|v| v.to_string()),
-                "decided_for": node.to_string(),
-            });
-            println!("{}", serde_json::to_string_pretty(&v).expect("json"));
+            let view = crate::show::show(&spec, &node);
+            println!("{}", serde_json::to_string_pretty(&view).expect("json"));
             Ok(ExitCode::SUCCESS)
         }
         Command::Resolve {

@@ -15,5 +15,6 @@ pub mod reload;
 pub mod render;
 pub mod resolve;
 pub mod runtime;
+pub mod show;
 pub mod source;
 pub mod spec;

@@ -60,6 +60,10 @@ fn attempt(n: usize, a: &Attempt, needs: &str) -> String {
         caps.join(", "),
         if a.eligible {
             format!("used ({needs})")
+        } else if h.has(super::Capability::Pull) {
+            format!(
+                "not asked for the tag (needs {needs}); serves the manifest by digest and the layers once a host resolved it"
+            )
         } else {
             format!("not used: this pull needs {needs}")
         },
