@@ -2,12 +2,14 @@
 //! configuration that really makes pulls go to the mirror, merges it surgically into
 //! `config.toml` (or writes `certs.d/<host>/hosts.toml`), and reloads containerd safely.
 //!
-//! Data flow: [`source`] → [`spec`] (pure) → [`render`] (pure) → [`apply`] → [`reload`] →
-//! [`daemon`], with [`cli`] on top.
+//! Data flow: [`source`] → [`spec`] (pure) → [`render`] (pure, decided for the [`runtime`]) →
+//! [`apply`] → [`reload`] (restart, health, load verification) → [`agent`], with [`cli`] on top;
+//! [`resolve`] models what containerd does with the files, [`show`] the spec's schema.
 
+pub mod agent;
 pub mod apply;
 pub mod cli;
-pub mod daemon;
+pub mod errchain;
 pub mod hostexec;
 pub mod observe;
 pub mod redact;

@@ -2,7 +2,6 @@
 //! Kubernetes Events + a spec-hash annotation on the Node. Nothing here ever sees PASSWORD: the
 //! messages it is given are built from errors and hashes that do not hold it.
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -16,8 +15,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-/// `--log-format`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
     /// One readable line per event (journald adds the time).
     Plain,
@@ -268,8 +267,8 @@ impl Telemetry {
 /// How long the loop may go without a heartbeat before /healthz fails.
 pub const STALL_SECS: i64 = 300;
 
-/// Serve `/healthz`, `/readyz`, `/metrics` on `addr` until the future is dropped.
-pub async fn serve(addr: SocketAddr, t: Arc<Telemetry>) -> std::io::Result<()> {
+/// Serve `/healthz`, `/readyz`, `/metrics` on `listener` until the future is dropped.
+pub async fn serve(listener: tokio::net::TcpListener, t: Arc<Telemetry>) -> std::io::Result<()> {
     let (t1, t2, t3) = (t.clone(), t.clone(), t);
     let app = Router::new()
         .route(
@@ -310,7 +309,6 @@ pub async fn serve(addr: SocketAddr, t: Arc<Telemetry>) -> std::io::Result<()> {
                 )
             }),
         );
-    let listener = tokio::net::TcpListener::bind(addr).await?;
     axum::serve(listener, app).await
 }
 

@@ -11,7 +11,7 @@
 mod common;
 
 use common::{CERTS, base_pairs, ca_pem, data_of, dump, read_repo, render, set, spec_of};
-use regmirror::render::{ConfigOwnership, Mode, Rendered, Resolved};
+use regmirror::render::{ConfigOwnership, Mode, Rendered, WriteMode};
 use regmirror::spec::{RegistrySpec, parse_spec, secret_data_from_manifest};
 
 const SEED_MIRRORS: &str = "docker.io::harbor.example.org/airgap-images/docker.io,registry.k8s.io::harbor.example.org/airgap-images/k8s.io";
@@ -179,7 +179,7 @@ fn check_password(spec: &RegistrySpec, r: &Rendered) {
         "config.toml holds the password {raw} times, {in_config} as auth values"
     );
     match r.mode {
-        Some(Resolved::Legacy) => {
+        Some(WriteMode::Legacy) => {
             assert_eq!(
                 in_config,
                 spec.mirror_hosts().len(),
@@ -243,7 +243,7 @@ fn check_password(spec: &RegistrySpec, r: &Rendered) {
 fn legacy_v1_without_version() {
     let config = read_repo("tests/fixtures/configs/v1-no-version.toml");
     let (r, out) = golden(&config, &spec_with(SEED_MIRRORS, &[]), Mode::Auto);
-    assert_eq!(r.mode, Some(Resolved::Legacy));
+    assert_eq!(r.mode, Some(WriteMode::Legacy));
     assert!(
         r.config
             .contains("[plugins.cri.registry.mirrors.\"docker.io\"]")
@@ -254,7 +254,7 @@ fn legacy_v1_without_version() {
 #[test]
 fn legacy_v2_seed_example() {
     let (r, out) = golden(&seed_config(), &seed_spec(), Mode::Auto);
-    assert_eq!(r.mode, Some(Resolved::Legacy));
+    assert_eq!(r.mode, Some(WriteMode::Legacy));
     assert!(r.files.is_empty());
     // The seed doc's endpoint form (no /v2) would 404; the rendered one must spell /v2/<prefix>.
     assert!(
@@ -269,14 +269,14 @@ fn legacy_v2_into_containerd_16_default() {
     // `containerd config default` holds empty mirrors/configs tables and config_path = "".
     let config = read_repo("tests/fixtures/configs/containerd-1.6-default.toml");
     let (r, out) = golden(&config, &spec_with(SEED_MIRRORS, &[]), Mode::Auto);
-    assert_eq!(r.mode, Some(Resolved::Legacy));
+    assert_eq!(r.mode, Some(WriteMode::Legacy));
     insta::assert_snapshot!("legacy_v2_containerd_16_default", out);
 }
 
 #[test]
 fn hosts_mode_on_v2_seed() {
     let (r, out) = golden(&seed_config(), &seed_spec(), Mode::Hosts);
-    assert_eq!(r.mode, Some(Resolved::Hosts));
+    assert_eq!(r.mode, Some(WriteMode::Hosts));
     assert_eq!(r.files.len(), seed_spec().mirrors.len());
     for f in &r.files {
         assert!(f.path.starts_with(CERTS));
@@ -289,7 +289,7 @@ fn hosts_mode_on_v2_seed() {
 fn hosts_mode_auto_on_version_3() {
     let config = read_repo("examples/hosts/config.toml");
     let (r, out) = golden(&config, &spec_with(SEED_MIRRORS, &[]), Mode::Auto);
-    assert_eq!(r.mode, Some(Resolved::Hosts));
+    assert_eq!(r.mode, Some(WriteMode::Hosts));
     assert!(
         r.config
             .contains("[plugins.\"io.containerd.cri.v1.images\".registry]")
@@ -302,7 +302,7 @@ fn hosts_mode_auto_on_containerd_2_default() {
     // config_path = '' exists (literal string): replaced, and restored on revert.
     let config = read_repo("tests/fixtures/configs/containerd-2.0-v3.toml");
     let (r, out) = golden(&config, &spec_with(SEED_MIRRORS, &[]), Mode::Auto);
-    assert_eq!(r.mode, Some(Resolved::Hosts));
+    assert_eq!(r.mode, Some(WriteMode::Hosts));
     assert_eq!(r.ownership.values.len(), 1);
     assert!(r.ownership.values[0].previous.is_some());
     insta::assert_snapshot!("hosts_v3_containerd_20_default", out);
@@ -311,7 +311,7 @@ fn hosts_mode_auto_on_containerd_2_default() {
 #[test]
 fn credentials_legacy() {
     let (r, out) = golden(&seed_config(), &auth_spec(), Mode::Auto);
-    assert_eq!(r.mode, Some(Resolved::Legacy));
+    assert_eq!(r.mode, Some(WriteMode::Legacy));
     assert!(
         r.config
             .contains("password = \"example-password-do-not-use\"")
@@ -537,7 +537,7 @@ fn containerd_2x_gets_hosts_mode_in_the_table_it_reads() {
     // `configs.*.tls`, which 2.x drops.
     let spec = spec_with(SEED_MIRRORS, &[("CA_CERT", &ca_pem())]);
     let r = render_for(&seed_config(), &spec, Mode::Auto, "2.1.9");
-    assert_eq!(r.mode, Some(Resolved::Hosts));
+    assert_eq!(r.mode, Some(WriteMode::Hosts));
     assert!(
         r.config
             .contains("[plugins.\"io.containerd.grpc.v1.cri\".registry]\nconfig_path"),
@@ -547,7 +547,7 @@ fn containerd_2x_gets_hosts_mode_in_the_table_it_reads() {
     assert!(!r.config.contains("tls"), "{}", r.config);
     // The same file on 1.7: legacy, as before.
     let r = render_for(&seed_config(), &spec, Mode::Auto, "1.7.24");
-    assert_eq!(r.mode, Some(Resolved::Legacy));
+    assert_eq!(r.mode, Some(WriteMode::Legacy));
     // A version 1 file on 2.x: the full plugin id (2.x ignores `plugins.cri` there).
     let v1 = "[plugins.cri.containerd]\n  snapshotter = \"overlayfs\"\n";
     let r = render_for(v1, &seed_spec(), Mode::Auto, "2.1.9");

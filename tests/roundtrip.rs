@@ -23,7 +23,7 @@ use common::{
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::{Config, TestRunner};
-use regmirror::render::{ConfigOwnership, Mode, Rendered, Resolved};
+use regmirror::render::{ConfigOwnership, Mode, Rendered, WriteMode};
 use regmirror::spec::RegistrySpec;
 
 // ---------------------------------------------------------------------------------------------
@@ -619,7 +619,7 @@ fn check_roundtrip(
             v.path
         );
     }
-    if r1.mode == Some(Resolved::Legacy) {
+    if r1.mode == Some(WriteMode::Legacy) {
         for m in &s1.mirrors {
             let mut path = regmirror::render::version::registry_table(r1.version);
             path.push("mirrors".into());
@@ -891,7 +891,7 @@ fn e2e_pairs(creds: bool, ca: bool) -> Vec<(String, String)> {
 }
 
 /// The full cycle on one fixture and mode. Returns the resolved mode.
-fn cycle(fixture: &str, mode: &str, creds: bool, ca: bool) -> Resolved {
+fn cycle(fixture: &str, mode: &str, creds: bool, ca: bool) -> WriteMode {
     let original =
         fs::read_to_string(common::root().join("tests/fixtures/configs").join(fixture)).unwrap();
     let sb = Sandbox::new(&original);
@@ -911,9 +911,9 @@ fn cycle(fixture: &str, mode: &str, creds: bool, ca: bool) -> Resolved {
     let out = sb.run("apply", mode, 0);
     assert!(out.contains("restart needed: yes"), "{ctx}: {out}");
     let resolved = if out.contains("(mode hosts)") {
-        Resolved::Hosts
+        WriteMode::Hosts
     } else {
-        Resolved::Legacy
+        WriteMode::Legacy
     };
     let applied = fs::read_to_string(&sb.config).unwrap();
     assert_ne!(applied, original, "{ctx}");
@@ -935,7 +935,7 @@ fn cycle(fixture: &str, mode: &str, creds: bool, ca: bool) -> Resolved {
     let cmode = fs::metadata(&sb.config)
         .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777)
         .unwrap();
-    if creds && resolved == Resolved::Legacy {
+    if creds && resolved == WriteMode::Legacy {
         assert_eq!(cmode, 0o600, "{ctx}: config.toml holds the password");
     } else {
         assert_eq!(cmode, 0o644, "{ctx}");
@@ -997,7 +997,7 @@ fn cycle(fixture: &str, mode: &str, creds: bool, ca: bool) -> Resolved {
     let now = fs::read_to_string(&sb.config).unwrap();
     let ghcr_hosts = sb.certs.join("ghcr.io/hosts.toml");
     match resolved {
-        Resolved::Legacy => {
+        WriteMode::Legacy => {
             // Exactly the ghcr.io mirror table (marker comment, header, endpoint) disappeared.
             let diff = similar::TextDiff::from_lines(&applied, &now);
             let mut removed = Vec::new();
@@ -1021,7 +1021,7 @@ fn cycle(fixture: &str, mode: &str, creds: bool, ca: bool) -> Resolved {
             );
             assert!(!now.contains("ghcr.io"), "{ctx}");
         }
-        Resolved::Hosts => {
+        WriteMode::Hosts => {
             assert_eq!(now, applied, "{ctx}: hosts mode changes only files");
             assert!(
                 !ghcr_hosts.exists() && !ghcr_hosts.parent().unwrap().exists(),
@@ -1092,9 +1092,9 @@ fn cli_cycle_on_real_world_configs_auto_mode() {
     for f in FIXTURES {
         let resolved = cycle(f, "auto", false, false);
         let want = if *f == "containerd-2.0-v3.toml" {
-            Resolved::Hosts
+            WriteMode::Hosts
         } else {
-            Resolved::Legacy
+            WriteMode::Legacy
         };
         assert_eq!(resolved, want, "{f}");
     }
@@ -1113,7 +1113,7 @@ fn cli_cycle_hosts_mode_on_version_2_files() {
         if matches!(*f, "admin-mirrors.toml" | "containerd-2.0-v3.toml") {
             continue; // admin mirrors conflict with config_path; v3 is hosts already
         }
-        assert_eq!(cycle(f, "hosts", true, false), Resolved::Hosts, "{f}");
+        assert_eq!(cycle(f, "hosts", true, false), WriteMode::Hosts, "{f}");
     }
 }
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use base64::Engine;
 
-use crate::render::{self, Choice, RenderError, RenderInput, Resolved};
+use crate::render::{self, Choice, RenderError, RenderInput, WriteMode};
 use crate::spec::RegistrySpec;
 pub use state::{OwnedFile, State};
 
@@ -77,7 +77,7 @@ pub struct Plan {
     pub state_before: State,
     pub state_after: State,
     pub restart_needed: bool,
-    pub mode: Option<Resolved>,
+    pub mode: Option<WriteMode>,
     pub warnings: Vec<String>,
     /// What containerd must show once it loaded this plan (`None`: revert).
     pub expect: Option<render::Expectation>,
@@ -259,7 +259,7 @@ pub fn plan(
     }
     // config.toml itself.
     let holds_secret =
-        spec.is_some_and(|s| s.credentials.is_some()) && rendered.mode == Some(Resolved::Legacy);
+        spec.is_some_and(|s| s.credentials.is_some()) && rendered.mode == Some(WriteMode::Legacy);
     let original_mode = after.config_mode_before.unwrap_or(0o644);
     let new_mode = if holds_secret { 0o600 } else { original_mode };
     let new_config: Option<Vec<u8>> =
@@ -301,7 +301,7 @@ pub fn plan(
 pub struct Outcome {
     pub changed: Vec<PathBuf>,
     pub restart_needed: bool,
-    pub mode: Option<Resolved>,
+    pub mode: Option<WriteMode>,
     pub warnings: Vec<String>,
     pub expect: Option<render::Expectation>,
 }

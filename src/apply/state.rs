@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::render::{ConfigOwnership, Resolved};
+use crate::render::{ConfigOwnership, WriteMode};
 
 /// A managed file and what was at its path before regmirror wrote it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -23,7 +23,7 @@ pub struct State {
     pub config_created: bool,
     /// config.toml's mode before regmirror changed it (credentials make it 0600).
     pub config_mode_before: Option<u32>,
-    pub mode: Option<Resolved>,
+    pub mode: Option<WriteMode>,
     /// Hash of the applied spec (PASSWORD excluded).
     pub spec_hash: Option<String>,
     pub ownership: ConfigOwnership,

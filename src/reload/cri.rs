@@ -163,7 +163,7 @@ impl CriClient {
             .await
             .map_err(|e| CriError::Connect {
                 socket: path.clone(),
-                detail: error_chain(&e),
+                detail: crate::errchain::chain(&e),
             })?;
         Ok(CriClient {
             socket: path,
@@ -306,22 +306,6 @@ pub async fn wait_healthy(socket: &Path, timeout: Duration) -> Result<String, Cr
         }
         tokio::time::sleep(POLL_INTERVAL.min(deadline - now)).await;
     }
-}
-
-/// `e` and its sources joined by `: ` (tonic's transport error alone says only "transport
-/// error").
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        let msg = s.to_string();
-        if !out.contains(&msg) {
-            out.push_str(": ");
-            out.push_str(&msg);
-        }
-        cur = s.source();
-    }
-    out
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@
 use toml_edit::DocumentMut;
 
 use super::version::{self, ConfigVersion};
-use super::{Mode, RenderError, Resolved};
+use super::{Mode, RenderError, WriteMode};
 use crate::runtime::ContainerdVersion;
 use crate::spec::RegistrySpec;
 
@@ -23,7 +23,7 @@ const IMAGES_PLUGIN: &str = "io.containerd.cri.v1.images";
 /// What the renderer writes, and where.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
-    pub resolved: Resolved,
+    pub resolved: WriteMode,
     /// The key path of the registry table the running containerd reads.
     pub registry: Vec<String>,
     pub warnings: Vec<String>,
@@ -66,20 +66,20 @@ pub fn decide(
     let v3 = matches!(file, ConfigVersion::V3Plus(_));
     let mut warnings = Vec::new();
     let resolved = match (mode, runtime.filter(|v| v.is_2x())) {
-        (Mode::Hosts, _) => Resolved::Hosts,
-        (Mode::Auto, Some(_)) => Resolved::Hosts,
-        (Mode::Auto, None) if v3 || has_config_path => Resolved::Hosts,
-        (Mode::Auto, None) => Resolved::Legacy,
-        (Mode::Legacy, None) => Resolved::Legacy,
+        (Mode::Hosts, _) => WriteMode::Hosts,
+        (Mode::Auto, Some(_)) => WriteMode::Hosts,
+        (Mode::Auto, None) if v3 || has_config_path => WriteMode::Hosts,
+        (Mode::Auto, None) => WriteMode::Legacy,
+        (Mode::Legacy, None) => WriteMode::Legacy,
         (Mode::Legacy, Some(v)) => {
             legacy_on_2x(v, file, spec)?;
             warnings.push(format!(
                 "containerd {v} deprecates the legacy registry.mirrors/configs (CRI pulls fall back to the local pull path, the Transfer Service ignores them); --mode hosts or auto writes config_path + hosts.toml instead"
             ));
-            Resolved::Legacy
+            WriteMode::Legacy
         }
     };
-    if resolved == Resolved::Legacy && v3 {
+    if resolved == WriteMode::Legacy && v3 {
         return Err(RenderError::Conflict(
             "legacy mode needs config version 1 or 2; this file is version 3 or later (use --mode hosts)".into(),
         ));
@@ -208,42 +208,42 @@ mod tests {
         let s = spec(&[]);
         let empty = DocumentMut::new();
         let cases = [
-            (Some(V2), ConfigVersion::V1, Resolved::Hosts, IMAGES_PLUGIN),
+            (Some(V2), ConfigVersion::V1, WriteMode::Hosts, IMAGES_PLUGIN),
             (
                 Some(V2),
                 ConfigVersion::V2,
-                Resolved::Hosts,
+                WriteMode::Hosts,
                 "io.containerd.grpc.v1.cri",
             ),
             (
                 Some(V2),
                 ConfigVersion::V3Plus(3),
-                Resolved::Hosts,
+                WriteMode::Hosts,
                 IMAGES_PLUGIN,
             ),
             (
                 Some(V2_3),
                 ConfigVersion::V3Plus(4),
-                Resolved::Hosts,
+                WriteMode::Hosts,
                 IMAGES_PLUGIN,
             ),
-            (Some(V1_7), ConfigVersion::V1, Resolved::Legacy, "cri"),
+            (Some(V1_7), ConfigVersion::V1, WriteMode::Legacy, "cri"),
             (
                 Some(V1_7),
                 ConfigVersion::V2,
-                Resolved::Legacy,
+                WriteMode::Legacy,
                 "io.containerd.grpc.v1.cri",
             ),
             (
                 None,
                 ConfigVersion::V2,
-                Resolved::Legacy,
+                WriteMode::Legacy,
                 "io.containerd.grpc.v1.cri",
             ),
             (
                 None,
                 ConfigVersion::V3Plus(3),
-                Resolved::Hosts,
+                WriteMode::Hosts,
                 IMAGES_PLUGIN,
             ),
         ];
@@ -262,7 +262,7 @@ mod tests {
         let empty = DocumentMut::new();
         let plain = spec(&[]);
         let d = decide(Mode::Legacy, Some(V2), ConfigVersion::V2, &empty, &plain).unwrap();
-        assert_eq!(d.resolved, Resolved::Legacy);
+        assert_eq!(d.resolved, WriteMode::Legacy);
         assert!(d.warnings[0].contains("deprecates"), "{:?}", d.warnings);
         let e = decide(Mode::Legacy, Some(V2), ConfigVersion::V1, &empty, &plain).unwrap_err();
         assert!(e.to_string().contains("version 1 file"), "{e}");

@@ -35,7 +35,7 @@ pub enum RenderError {
 }
 
 /// Which way to configure mirrors (`--mode`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     /// hosts when config `version` ≥ 3 or `config_path` is already set; legacy otherwise.
@@ -67,7 +67,7 @@ impl From<Mode> for Choice {
 /// The mode a render actually used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Resolved {
+pub enum WriteMode {
     Legacy,
     Hosts,
 }
@@ -96,7 +96,7 @@ pub struct Rendered {
     pub config: String,
     pub ownership: ConfigOwnership,
     pub files: Vec<ManagedFile>,
-    pub mode: Option<Resolved>,
+    pub mode: Option<WriteMode>,
     pub version: ConfigVersion,
     pub warnings: Vec<String>,
     /// `None` for a revert.
@@ -414,7 +414,7 @@ pub fn render(input: &RenderInput<'_>) -> Result<Rendered, RenderError> {
     let resolved = decision.resolved;
     let existing_dirs = decide::config_path(&doc, input.containerd, version);
     let certs_dir: PathBuf = match (&existing_dirs, resolved) {
-        (Some(dirs), Resolved::Hosts) => {
+        (Some(dirs), WriteMode::Hosts) => {
             let first = PathBuf::from(&dirs[0]);
             if first != input.certs_dir {
                 warnings.push(format!(
@@ -439,7 +439,7 @@ pub fn render(input: &RenderInput<'_>) -> Result<Rendered, RenderError> {
         path.to_string_lossy().into_owned()
     });
     match resolved {
-        Resolved::Legacy => {
+        WriteMode::Legacy => {
             legacy::apply(
                 &mut doc,
                 &registry,
@@ -449,7 +449,7 @@ pub fn render(input: &RenderInput<'_>) -> Result<Rendered, RenderError> {
                 &mut warnings,
             )?;
         }
-        Resolved::Hosts => {
+        WriteMode::Hosts => {
             let conflicts = legacy_conflicts(&doc, &registry);
             if !conflicts.is_empty() {
                 return Err(RenderError::Conflict(format!(
@@ -515,8 +515,8 @@ pub fn render(input: &RenderInput<'_>) -> Result<Rendered, RenderError> {
         version,
         warnings,
         expect: Some(match resolved {
-            Resolved::Hosts => Expectation::ConfigPath(certs_dir),
-            Resolved::Legacy => Expectation::Mirrors(
+            WriteMode::Hosts => Expectation::ConfigPath(certs_dir),
+            WriteMode::Legacy => Expectation::Mirrors(
                 spec.mirrors
                     .iter()
                     .map(|m| {

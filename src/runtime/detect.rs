@@ -3,7 +3,7 @@
 //! `containerd --version` (in the host's mount namespace from a hostPID pod). The only I/O of
 //! this module's parent.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::{ContainerdVersion, Runtime, VersionArg, VersionSource};
@@ -13,22 +13,22 @@ use crate::reload::cri::CriClient;
 const CRI_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Where to ask.
-#[derive(Debug, Clone)]
-pub struct Probe<'a> {
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Probe {
     /// An explicit version (or `unknown`): used as it is, nothing is asked.
     pub explicit: Option<VersionArg>,
-    pub socket: &'a Path,
+    pub socket: PathBuf,
     /// Namespaces to run `containerd --version` in (1: the host's; 0: ours).
     pub host_pid: i32,
 }
 
 /// The node's containerd, or [`Runtime::unknown`] saying what was tried.
-pub async fn detect(probe: &Probe<'_>) -> Runtime {
+pub async fn detect(probe: &Probe) -> Runtime {
     if let Some(given) = explicit(probe) {
         return given;
     }
     let mut tried = Vec::new();
-    match tokio::time::timeout(CRI_TIMEOUT, cri_version(probe.socket)).await {
+    match tokio::time::timeout(CRI_TIMEOUT, cri_version(&probe.socket)).await {
         Ok(Ok(v)) => {
             return Runtime::known(v, VersionSource::Cri(probe.socket.display().to_string()));
         }
@@ -49,7 +49,7 @@ pub async fn detect(probe: &Probe<'_>) -> Runtime {
 }
 
 /// Blocking form of [`detect`] for the one-shot commands.
-pub fn detect_blocking(probe: &Probe<'_>) -> Runtime {
+pub fn detect_blocking(probe: &Probe) -> Runtime {
     if let Some(given) = explicit(probe) {
         return given;
     }
@@ -62,7 +62,7 @@ pub fn detect_blocking(probe: &Probe<'_>) -> Runtime {
     }
 }
 
-fn explicit(probe: &Probe<'_>) -> Option<Runtime> {
+fn explicit(probe: &Probe) -> Option<Runtime> {
     match probe.explicit? {
         VersionArg::Known(v) => Some(Runtime::known(v, VersionSource::Flag)),
         VersionArg::Unknown => Some(Runtime::unknown(vec![

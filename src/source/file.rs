@@ -5,6 +5,12 @@ use std::fs;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+
+use super::Desired;
+use super::watch::{DirWatcher, dir_of};
 use crate::spec::{self, ManifestError, SecretData};
 
 /// Largest file read as a Secret manifest or key file.
@@ -116,6 +122,57 @@ impl FileSecret {
         match self {
             FileSecret::Manifest { path, .. } => path,
             FileSecret::Dir(d) => d,
+        }
+    }
+}
+
+/// A reading of the source as the agent's loop takes it.
+pub fn read_desired(secret: &FileSecret) -> Desired {
+    match secret.read() {
+        Ok(d) => Desired::Present(Ok(d)),
+        Err(FileSourceError::Io { source, .. })
+            if source.kind() == std::io::ErrorKind::NotFound =>
+        {
+            Desired::Deleted
+        }
+        Err(e) => Desired::Present(Err(e.to_string())),
+    }
+}
+
+/// Watch a Secret file or volume (its directory, re-armed when the directory comes and goes);
+/// publish each new reading. Ends when the receiver is gone.
+pub async fn run(secret: FileSecret, tx: watch::Sender<Desired>) {
+    let (ptx, mut prx) = mpsc::unbounded_channel();
+    let dir = dir_of(secret.path());
+    let mut watched_exists = dir.exists();
+    let mut _watcher = DirWatcher::new(std::slice::from_ref(&dir), false, ptx.clone()).ok();
+    loop {
+        let d = read_desired(&secret);
+        let changed = tx.send_if_modified(|cur| {
+            if *cur != d {
+                *cur = d;
+                true
+            } else {
+                false
+            }
+        });
+        if changed {
+            tracing::debug!("Secret source {} changed", secret.path().display());
+        }
+        if tx.is_closed() {
+            return;
+        }
+        tokio::select! {
+            _ = prx.recv() => {
+                // let a burst of events (rename-over, ..data swap) settle
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                while prx.try_recv().is_ok() {}
+            }
+            _ = tokio::time::sleep(Duration::from_secs(30)) => {}
+        }
+        if dir.exists() != watched_exists {
+            watched_exists = dir.exists();
+            _watcher = DirWatcher::new(std::slice::from_ref(&dir), false, ptx.clone()).ok();
         }
     }
 }

@@ -1,0 +1,231 @@
+//! `regmirror run`: the agent as a controller. Sources publish the desired Secret;
+//! [`triggers`] (file events, resync, signals) poke the loop and bursts coalesce (debounce) into
+//! one single-flight [`reconcile::reconcile`] of the latest state, whose typed outcome
+//! [`report::report`] tells about; a failed reload goes to [`recover`] (rollback, once, never a
+//! loop). [`config`] is the plain configuration; [`restart`] the reloader seam.
+
+pub mod config;
+pub mod reconcile;
+pub mod recover;
+pub mod report;
+pub mod restart;
+pub mod triggers;
+
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::sync::{mpsc, watch};
+
+use crate::apply::Paths;
+use crate::observe::{self, NodeReporter, Telemetry, notify};
+use crate::render::Mode;
+use crate::runtime::ContainerdVersion;
+use crate::runtime::detect::Probe;
+use crate::source::{self, Desired};
+use config::{AgentConfig, OnDelete, SecretSource};
+use restart::Restarter;
+use triggers::Trigger;
+
+/// Everything the loop needs.
+pub struct Ctx {
+    pub paths: Paths,
+    pub mode: Mode,
+    /// How to learn the node's containerd version (asked again at every reconcile: an upgrade
+    /// from 1.x to 2.x under the agent changes what must be written).
+    pub probe: Probe,
+    /// The version the last reconcile decided for (to log a change once).
+    pub containerd: Option<ContainerdVersion>,
+    pub decided: bool,
+    pub restarter: Box<dyn Restarter>,
+    pub jitter: Duration,
+    pub on_delete: OnDelete,
+    pub telemetry: Arc<Telemetry>,
+    pub node: Option<NodeReporter>,
+    pub shutdown: watch::Receiver<bool>,
+    pub pulse: Duration,
+    /// The last rollback: the spec hash and what happened (said while that spec is held).
+    pub rolled_back: Option<(String, String)>,
+}
+
+/// Run the agent until SIGTERM/SIGINT.
+pub fn run(config: AgentConfig) -> anyhow::Result<()> {
+    observe::init_tracing(config.log_format);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let result = rt.block_on(run_async(config));
+    // Do not wait on stragglers (a watch reconnect, an HTTP connection) after the loop is done.
+    rt.shutdown_timeout(Duration::from_secs(2));
+    result
+}
+
+/// Start the HTTP endpoints on the one bound listener.
+async fn serve_http(config: &AgentConfig, telemetry: &Arc<Telemetry>) -> anyhow::Result<()> {
+    let Some(addr) = config.listen else {
+        return Ok(());
+    };
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    let t = telemetry.clone();
+    tokio::spawn(async move {
+        if let Err(e) = observe::serve(listener, t).await {
+            tracing::error!(error = %e, "HTTP server on {addr} stopped");
+        }
+    });
+    Ok(())
+}
+
+/// Start the Secret source; the Node reporter when NODE_NAME is set and a client is at hand.
+async fn start_source(config: &AgentConfig, tx: watch::Sender<Desired>) -> Option<NodeReporter> {
+    match &config.secret {
+        SecretSource::File(fs) => {
+            tracing::info!("watching Secret file {}", fs.path().display());
+            tokio::spawn(source::file::run(fs.clone(), tx));
+        }
+        SecretSource::Api { namespace, name } => {
+            tracing::info!("watching Secret {namespace}/{name} through the Kubernetes API");
+            tokio::spawn(source::kube::run(
+                config.kubeconfig.clone(),
+                namespace.clone(),
+                name.clone(),
+                tx,
+            ));
+        }
+    }
+    let node = config.node_name.as_ref()?;
+    match source::kube::client(config.kubeconfig.as_ref()).await {
+        Ok(c) => Some(NodeReporter::new(c, node.clone())),
+        Err(_) => {
+            tracing::warn!("NODE_NAME={node} but no Kubernetes client: no Events or annotation");
+            None
+        }
+    }
+}
+
+async fn run_async(config: AgentConfig) -> anyhow::Result<()> {
+    let telemetry = Arc::new(Telemetry::new());
+    tracing::info!(
+        config = %config.paths.config.display(),
+        certs_dir = %config.paths.certs_dir.display(),
+        mode = ?config.mode,
+        reload = ?config.reloader.strategy,
+        "regmirror {} starting",
+        env!("CARGO_PKG_VERSION")
+    );
+    serve_http(&config, &telemetry).await?;
+    let (tx, rx) = watch::channel(Desired::Unknown);
+    let node = start_source(&config, tx).await;
+    let (poke_tx, poke_rx) = mpsc::unbounded_channel();
+    let _watchers = triggers::watch_files(&config.paths, &config.probe.socket, poke_tx);
+    let pulse = notify::watchdog_interval()
+        .map(|w| w.min(Duration::from_secs(10)))
+        .unwrap_or(Duration::from_secs(10));
+    let ctx = Ctx {
+        paths: config.paths.clone(),
+        mode: config.mode,
+        probe: config.probe.clone(),
+        containerd: None,
+        decided: false,
+        restarter: Box::new(config.reloader.clone()),
+        jitter: config.restart_jitter,
+        on_delete: config.on_delete,
+        telemetry,
+        node,
+        shutdown: triggers::shutdown_on_signals(),
+        pulse,
+        rolled_back: None,
+    };
+    main_loop(ctx, rx, poke_rx, config.debounce, config.resync).await;
+    notify::stopping();
+    tracing::info!("regmirror stopped");
+    Ok(())
+}
+
+/// One sign of life: the heartbeat /healthz reads, and WATCHDOG=1 for systemd.
+fn pulse(ctx: &Ctx) {
+    ctx.telemetry.beat();
+    notify::watchdog();
+}
+
+/// Await `fut` while keeping the heartbeat and the watchdog fed.
+pub async fn alive<F: std::future::Future>(ctx: &Ctx, fut: F) -> F::Output {
+    tokio::pin!(fut);
+    let mut tick = tokio::time::interval(ctx.pulse);
+    loop {
+        tokio::select! {
+            out = &mut fut => return out,
+            _ = tick.tick() => pulse(ctx),
+        }
+    }
+}
+
+/// READY=1 once: after the first reconcile, or after 20 s without a Secret.
+struct Readiness {
+    sent: bool,
+    since: tokio::time::Instant,
+}
+
+impl Readiness {
+    fn status(&mut self, status: &str) {
+        if self.sent {
+            notify::status(status);
+        } else {
+            notify::ready(status);
+            self.sent = true;
+        }
+    }
+
+    fn waited(&mut self, ctx: &Ctx) {
+        if !self.sent && self.since.elapsed() > Duration::from_secs(20) {
+            notify::ready("waiting for the Secret source");
+            ctx.telemetry.not_ready("waiting for the Secret source");
+            self.sent = true;
+        }
+    }
+}
+
+async fn main_loop(
+    mut ctx: Ctx,
+    mut rx: watch::Receiver<Desired>,
+    mut pokes: mpsc::UnboundedReceiver<Vec<std::path::PathBuf>>,
+    debounce: Duration,
+    resync: Duration,
+) {
+    let mut ready = Readiness {
+        sent: false,
+        since: tokio::time::Instant::now(),
+    };
+    let mut resync_timer = tokio::time::interval_at(tokio::time::Instant::now() + resync, resync);
+    let mut shutdown = ctx.shutdown.clone();
+    loop {
+        pulse(&ctx);
+        let trigger = tokio::select! {
+            r = rx.changed() => match r { Ok(()) => Trigger::Source, Err(_) => break },
+            Some(paths) = pokes.recv() => {
+                if paths.iter().all(|p| triggers::is_noise(p, &ctx.paths, &ctx.probe.socket)) { continue; }
+                Trigger::Files
+            }
+            _ = resync_timer.tick() => Trigger::Resync,
+            _ = tokio::time::sleep(ctx.pulse) => { ready.waited(&ctx); continue; }
+            _ = shutdown.changed() => break,
+        };
+        let trigger =
+            triggers::debounce(trigger, debounce, &mut rx, &mut pokes, &mut shutdown).await;
+        if *ctx.shutdown.borrow() {
+            break;
+        }
+        let desired = rx.borrow_and_update().clone();
+        if desired == Desired::Unknown {
+            continue;
+        }
+        let outcome = reconcile::reconcile(&mut ctx, desired, trigger).await;
+        let status = report::report(&ctx, &outcome).await;
+        ready.status(&status);
+    }
+}

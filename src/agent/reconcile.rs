@@ -1,0 +1,210 @@
+//! One reconcile of the desired state: parse → decide for the node's containerd → plan → held?
+//! → jitter → write → reload + verify, each step a small function; a failed reload goes to
+//! [`super::recover`]. Returns a typed [`Outcome`]; [`super::report`] is the only place that
+//! tells anyone about it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::Rng;
+
+use super::Ctx;
+use super::config::OnDelete;
+use super::triggers::Trigger;
+use crate::apply::{self, Plan};
+use crate::render::Choice;
+use crate::runtime::ContainerdVersion;
+use crate::source::Desired;
+use crate::spec::{self, RegistrySpec};
+
+/// What a reconcile did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// No answer from the source yet.
+    Waiting,
+    /// The Secret (or config.toml) cannot be used; nothing changed on disk.
+    Rejected { why: String },
+    /// The spec failed the health check before; held until the Secret changes.
+    Held { label: String, why: String },
+    /// Nothing to change.
+    UpToDate { label: String, hash: Option<String> },
+    /// The Secret is gone and `--on-delete keep`.
+    Kept,
+    /// Shutdown arrived during the jitter wait; nothing written.
+    Stopping,
+    /// Writing failed (the files are whole: every write is atomic).
+    WriteFailed { error: String },
+    /// Written, and reloaded when needed.
+    Applied(Applied),
+    /// The reload or its verification failed: the previous files are back.
+    RolledBack(RolledBack),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    pub label: String,
+    pub hash: Option<String>,
+    pub reverted: bool,
+    pub files: Vec<String>,
+    /// The change repaired a hand edit of regmirror's entries.
+    pub drift: bool,
+    pub restarted: bool,
+    /// What the reload said (restart, health, verification).
+    pub done: Option<String>,
+    /// A restart is needed but the strategy does not restart.
+    pub restart_pending: bool,
+    pub containerd: Option<ContainerdVersion>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RolledBack {
+    pub label: String,
+    pub hash: Option<String>,
+    pub restarted: bool,
+    pub error: String,
+    /// The restart on the previous files: containerd's version, or why it failed.
+    pub back: Result<String, String>,
+    pub restarted_again: bool,
+}
+
+/// Reconcile `desired` once.
+pub async fn reconcile(ctx: &mut Ctx, desired: Desired, trigger: Trigger) -> Outcome {
+    match desired {
+        Desired::Unknown => Outcome::Waiting,
+        Desired::Present(Err(why)) => Outcome::Rejected { why },
+        Desired::Present(Ok(data)) => match spec::parse_spec(&data) {
+            Err(e) => Outcome::Rejected { why: e.to_string() },
+            Ok(spec) => {
+                for w in &spec.warnings {
+                    tracing::warn!("{w}");
+                }
+                converge(ctx, Some(spec), trigger).await
+            }
+        },
+        Desired::Deleted => match ctx.on_delete {
+            OnDelete::Keep => Outcome::Kept,
+            OnDelete::Revert => converge(ctx, None, trigger).await,
+        },
+    }
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f)
+        .await
+        .expect("blocking task panicked")
+}
+
+/// The renderer's choice for this reconcile: `--mode` and the node's containerd, asked now.
+async fn decide_for(ctx: &mut Ctx) -> Choice {
+    let node = crate::runtime::detect::detect(&ctx.probe).await;
+    if !ctx.decided || node.version != ctx.containerd {
+        ctx.decided = true;
+        if node.version.is_some() {
+            tracing::info!("deciding for {node}");
+        } else {
+            tracing::warn!("{node}");
+        }
+        ctx.containerd = node.version;
+    }
+    Choice {
+        mode: ctx.mode,
+        containerd: node.version,
+    }
+}
+
+/// Bring the files to `spec` (None: revert), reload, health-check, roll back on failure.
+async fn converge(ctx: &mut Ctx, spec: Option<RegistrySpec>, trigger: Trigger) -> Outcome {
+    let hash = spec.as_ref().map(RegistrySpec::hash);
+    let label = hash.clone().unwrap_or_else(|| "revert".into());
+    let choice = decide_for(ctx).await;
+    let spec = Arc::new(spec);
+    let (paths, s) = (ctx.paths.clone(), spec.clone());
+    let plan = match blocking(move || apply::plan(&paths, s.as_ref().as_ref(), choice)).await {
+        Ok(p) => p,
+        Err(e) => return Outcome::Rejected { why: e.to_string() },
+    };
+    if let Some(held) = held(ctx, &plan, &hash, &label) {
+        return held;
+    }
+    if plan.is_noop() {
+        return Outcome::UpToDate { label, hash };
+    }
+    for w in &plan.warnings {
+        tracing::warn!("{w}");
+    }
+    let drift = trigger != Trigger::Source && plan.state_before.spec_hash == hash && hash.is_some();
+    if ctx.restarter.will_restart(plan.restart_needed) && wait_jitter(ctx).await {
+        return Outcome::Stopping;
+    }
+    let (paths, s) = (ctx.paths.clone(), spec.clone());
+    let written = blocking(move || apply::apply_planned(&paths, s.as_ref().as_ref(), choice)).await;
+    let (plan, outcome) = match written {
+        Ok(x) => x,
+        Err(e) => {
+            return Outcome::WriteFailed {
+                error: e.to_string(),
+            };
+        }
+    };
+    let files: Vec<String> = outcome
+        .changed
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    tracing::info!(files = ?files, restart_needed = outcome.restart_needed, "wrote spec {label}");
+    let restarted = ctx.restarter.will_restart(outcome.restart_needed);
+    let reloaded = super::alive(
+        ctx,
+        ctx.restarter
+            .reload(outcome.restart_needed, outcome.expect.as_ref()),
+    )
+    .await;
+    match reloaded {
+        Ok(done) => Outcome::Applied(Applied {
+            reverted: spec.is_none(),
+            restart_pending: outcome.restart_needed && !restarted,
+            containerd: ctx.containerd,
+            label,
+            hash,
+            files,
+            drift,
+            restarted,
+            done,
+        }),
+        Err(e) => super::recover::roll_back(ctx, &plan, label, hash, restarted, e).await,
+    }
+}
+
+/// The spec failed before and the Secret has not changed: hold it (say why, once known).
+fn held(ctx: &Ctx, plan: &Plan, hash: &Option<String>, label: &str) -> Option<Outcome> {
+    if hash.is_none() || plan.state_before.bad_spec_hash != *hash || plan.is_noop() {
+        return None;
+    }
+    let why = ctx
+        .rolled_back
+        .as_ref()
+        .filter(|(h, _)| Some(h) == hash.as_ref())
+        .map(|(_, m)| m.clone())
+        .unwrap_or_default();
+    Some(Outcome::Held {
+        label: label.to_string(),
+        why,
+    })
+}
+
+/// Wait a random 0..=jitter before a restart; `true` when shutdown came first.
+async fn wait_jitter(ctx: &Ctx) -> bool {
+    if ctx.jitter.is_zero() {
+        return false;
+    }
+    let wait = rand::rng().random_range(Duration::ZERO..=ctx.jitter);
+    tracing::info!("containerd restart needed; waiting {wait:?} of jitter first");
+    let mut stop = ctx.shutdown.clone();
+    super::alive(ctx, async {
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => false,
+            _ = stop.changed() => true,
+        }
+    })
+    .await
+}

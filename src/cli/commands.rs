@@ -1,0 +1,216 @@
+//! The one-shot commands: `diff`, `apply`, `revert`, `show`, `resolve`. Each reads its inputs,
+//! calls the layers below, and prints; errors go up as [`Failure`] (exit 2).
+
+use std::io::{IsTerminal, Write};
+use std::path::Path;
+use std::process::ExitCode;
+
+use super::Failure;
+use super::args::{ConfigFiles, Output, PathArgs, ReloadArgs, RuntimeArgs, SecretArgs, SecretName};
+use crate::apply::{self, Paths};
+use crate::reload::{ReloadStrategy, cri};
+use crate::render::{Choice, Mode, WriteMode};
+use crate::runtime::Runtime;
+use crate::runtime::detect::detect_blocking;
+use crate::spec::{self, RegistrySpec};
+
+/// Read and validate the Secret named by the flags.
+pub fn load_spec(secret: &SecretArgs, name: &SecretName) -> Result<RegistrySpec, Failure> {
+    let source = super::args::file_secret(secret, name);
+    let data = source.read()?;
+    spec::parse_spec(&data).map_err(|e| Failure(format!("{}: {e}", source.path().display())))
+}
+
+fn print_warnings(w: &[String]) {
+    for w in w {
+        eprintln!("warning: {w}");
+    }
+}
+
+/// The renderer's input from `--mode` and what is known of the node's containerd.
+fn choice(mode: Mode, node: &Runtime) -> Choice {
+    Choice {
+        mode,
+        containerd: node.version,
+    }
+}
+
+fn mode_name(m: Option<WriteMode>) -> &'static str {
+    match m {
+        Some(WriteMode::Legacy) => "legacy",
+        Some(WriteMode::Hosts) => "hosts",
+        None => "revert",
+    }
+}
+
+fn yes_no(b: bool) -> &'static str {
+    if b { "yes" } else { "no" }
+}
+
+pub fn diff(
+    secret: &SecretArgs,
+    name: &SecretName,
+    paths: &PathArgs,
+    mode: Mode,
+    runtime: &RuntimeArgs,
+) -> Result<ExitCode, Failure> {
+    let spec = load_spec(secret, name)?;
+    let node = detect_blocking(&runtime.probe());
+    let plan = apply::plan(&paths.paths(), Some(&spec), choice(mode, &node))?;
+    print_warnings(&plan.warnings);
+    let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let mut out = std::io::stdout().lock();
+    for c in &plan.changes {
+        let _ = out.write_all(super::diff::unified_diff(c, color).as_bytes());
+    }
+    if plan.changes.is_empty() {
+        eprintln!("no change; decided for {node}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let _ = writeln!(
+        out,
+        "# {node}; mode {}; containerd restart needed: {}",
+        mode_name(plan.mode),
+        yes_no(plan.restart_needed)
+    );
+    Ok(ExitCode::from(1))
+}
+
+fn report(outcome: &apply::Outcome, verb: &str) {
+    print_warnings(&outcome.warnings);
+    if outcome.changed.is_empty() {
+        println!(
+            "{verb}: nothing to change (mode {})",
+            mode_name(outcome.mode)
+        );
+    } else {
+        println!("{verb} (mode {}):", mode_name(outcome.mode));
+        for p in &outcome.changed {
+            let verb = if p.exists() { "wrote" } else { "removed" };
+            println!("  {verb} {}", p.display());
+        }
+    }
+    println!("restart needed: {}", yes_no(outcome.restart_needed));
+}
+
+pub fn apply(
+    secret: &SecretArgs,
+    name: &SecretName,
+    paths: &PathArgs,
+    mode: Mode,
+    reload: &ReloadArgs,
+) -> Result<ExitCode, Failure> {
+    let spec = load_spec(secret, name)?;
+    let node = detect_blocking(&reload.runtime.probe());
+    let paths = paths.paths();
+    let (plan, outcome) = apply::apply_planned(&paths, Some(&spec), choice(mode, &node))?;
+    println!("decided for {node}");
+    report(&outcome, "applied");
+    finish_reload(&paths, &plan, &outcome, reload)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn revert(paths: &PathArgs, reload: &ReloadArgs) -> Result<ExitCode, Failure> {
+    let paths = paths.paths();
+    let (plan, outcome) = apply::apply_planned(&paths, None, Mode::Auto)?;
+    report(&outcome, "reverted");
+    finish_reload(&paths, &plan, &outcome, reload)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Restart containerd if the strategy says so, health-check and verify what it loaded; when
+/// that fails, put the previous files back, restart again and report the failure (exit 2).
+fn finish_reload(
+    paths: &Paths,
+    plan: &apply::Plan,
+    outcome: &apply::Outcome,
+    reload: &ReloadArgs,
+) -> Result<(), Failure> {
+    let r = reload.reloader(ReloadStrategy::None);
+    if !r.will_restart(outcome.restart_needed) {
+        return Ok(());
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let err = match rt.block_on(r.reload(outcome.restart_needed, outcome.expect.as_ref())) {
+        Ok(done) => {
+            if let Some(msg) = done {
+                println!("{msg}");
+            }
+            return Ok(());
+        }
+        Err(e) => e,
+    };
+    if plan.changes.is_empty() {
+        return Err(err.into());
+    }
+    apply::rollback(paths, plan, false)?;
+    let back = rt.block_on(async {
+        r.restart_only().await?;
+        cri::wait_healthy(&r.socket, r.health_timeout)
+            .await
+            .map_err(crate::reload::ReloadError::from)
+    });
+    Err(Failure(match back {
+        Ok(v) => format!(
+            "{err}; rolled back: the previous files are restored and containerd {v} is healthy on them"
+        ),
+        Err(e2) => format!("{err}; rolled back the files, but containerd is still unhealthy: {e2}"),
+    }))
+}
+
+pub fn show(
+    secret: &SecretArgs,
+    name: &SecretName,
+    runtime: &RuntimeArgs,
+) -> Result<ExitCode, Failure> {
+    let spec = load_spec(secret, name)?;
+    print_warnings(&spec.warnings);
+    let node = detect_blocking(&runtime.probe());
+    let view = crate::show::show(&spec, &node);
+    println!("{}", serde_json::to_string_pretty(&view).expect("json"));
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn resolve(
+    image: &str,
+    files: &ConfigFiles,
+    runtime: &RuntimeArgs,
+    output: Output,
+) -> Result<ExitCode, Failure> {
+    let config: &Path = &files.config;
+    let text = std::fs::read_to_string(config)
+        .map_err(|e| Failure(format!("read {}: {e}", config.display())))?;
+    let node = detect_blocking(&runtime.probe());
+    let r = crate::resolve::resolve(
+        image,
+        &text,
+        node.version,
+        &files.certs_dir,
+        &crate::resolve::DiskFs,
+    )?;
+    match output {
+        Output::Text => {
+            eprintln!("for {node}");
+            print!("{}", crate::resolve::text::render(&r));
+        }
+        Output::Json => {
+            let mut v = serde_json::to_value(&r).expect("resolution serializes");
+            redact_headers(&mut v);
+            println!("{}", serde_json::to_string_pretty(&v).expect("json"));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Header values hold credentials (`Authorization: Basic …`): JSON shows their names only.
+fn redact_headers(v: &mut serde_json::Value) {
+    for a in v["attempts"].as_array_mut().into_iter().flatten() {
+        if let Some(h) = a.get_mut("header").and_then(|h| h.as_object_mut()) {
+            for val in h.values_mut() {
+                *val = serde_json::json!("***");
+            }
+        }
+    }
+}

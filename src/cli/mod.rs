@@ -1,0 +1,71 @@
+//! The command line: `diff | apply | revert | show | resolve | run`. [`args`] holds every flag
+//! (each also from a `REGMIRROR_*` variable); [`commands`] runs the one-shot commands;
+//! [`diff`] prints diffs. Errors map to exit code 2.
+
+pub mod args;
+pub mod commands;
+pub mod diff;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use args::{Cli, Command};
+
+/// A failure with the message shown to the user (exit 2).
+#[derive(Debug)]
+pub struct Failure(pub String);
+
+impl<E: std::error::Error + 'static> From<E> for Failure {
+    fn from(e: E) -> Self {
+        Failure(crate::errchain::chain(&e))
+    }
+}
+
+fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
+    match cli.command {
+        Command::Diff {
+            secret,
+            name,
+            paths,
+            mode,
+            runtime,
+        } => commands::diff(&secret, &name, &paths, mode.into(), &runtime),
+        Command::Apply {
+            secret,
+            name,
+            paths,
+            mode,
+            reload,
+        } => commands::apply(&secret, &name, &paths, mode.into(), &reload),
+        Command::Revert { paths, reload } => commands::revert(&paths, &reload),
+        Command::Show {
+            secret,
+            name,
+            runtime,
+        } => commands::show(&secret, &name, &runtime),
+        Command::Resolve {
+            image,
+            files,
+            runtime,
+            output,
+        } => commands::resolve(&image, &files, &runtime, output),
+        Command::Run(args) => {
+            let config = args.config().map_err(Failure)?;
+            crate::agent::run(config)
+                .map(|()| ExitCode::SUCCESS)
+                .map_err(|e| Failure(format!("{e:#}")))
+        }
+    }
+}
+
+/// Entry point: parse, run, map errors to exit code 2.
+pub fn main() -> ExitCode {
+    match dispatch(Cli::parse()) {
+        Ok(code) => code,
+        Err(Failure(msg)) => {
+            eprintln!("error: {msg}");
+            ExitCode::from(2)
+        }
+    }
+}
