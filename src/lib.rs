@@ -9,6 +9,7 @@
 pub mod agent;
 pub mod apply;
 pub mod cli;
+pub mod cri;
 pub mod errchain;
 pub mod hostexec;
 pub mod observe;

@@ -255,17 +255,14 @@ echo "who=$WHO old=${{old:-none}} new=$new injected=$injected other=$other start
             .enable_all()
             .build()
             .unwrap();
-        rt.block_on(regmirror::reload::cri::wait_healthy(
-            &self.ctd.socket,
-            timeout,
-        ))
-        .unwrap_or_else(|e| {
-            panic!(
-                "containerd not healthy: {e}\nconfig:\n{}\nlog:\n{}",
-                self.ctd.config_text(),
-                tail(&self.ctd.log, 30)
-            )
-        })
+        rt.block_on(regmirror::cri::wait_healthy(&self.ctd.socket, timeout))
+            .unwrap_or_else(|e| {
+                panic!(
+                    "containerd not healthy: {e}\nconfig:\n{}\nlog:\n{}",
+                    self.ctd.config_text(),
+                    tail(&self.ctd.log, 30)
+                )
+            })
     }
 
     /// The live containerd's PID (from the pidfile).

@@ -45,7 +45,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use node_support::{Node, rootfs, shared_deb, unique_name};
-use regmirror::reload::cri::{CriClient, CriStatus};
+use regmirror::cri::{CriClient, CriStatus};
 use support::cli::Secret;
 use support::registry::{Kind, Registry};
 use support::{ChildGuard, http_get, last_lines as tail, metric, poll_every};

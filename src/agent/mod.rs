@@ -5,6 +5,7 @@
 //! loop). [`config`] is the plain configuration; [`restart`] the reloader seam.
 
 pub mod config;
+pub mod outcome;
 pub mod reconcile;
 pub mod recover;
 pub mod report;

@@ -3,7 +3,7 @@
 //! state the node is in. Never a loop: one rollback, one restart.
 
 use super::Ctx;
-use super::reconcile::{Outcome, RolledBack};
+use super::outcome::{Outcome, RolledBack};
 use crate::apply::{self, Plan};
 use crate::reload::ReloadError;
 

@@ -3,7 +3,7 @@
 //! goes to sd-notify.
 
 use super::Ctx;
-use super::reconcile::{Applied, Outcome, RolledBack};
+use super::outcome::{Applied, Outcome, RolledBack};
 use super::recover::rolled_back_message;
 
 async fn event(ctx: &Ctx, warning: bool, reason: &str, note: &str) {

@@ -3,7 +3,8 @@
 
 use futures::future::BoxFuture;
 
-use crate::reload::{ReloadError, Reloader, cri};
+use crate::cri;
+use crate::reload::{ReloadError, Reloader};
 use crate::render::Expectation;
 
 pub trait Restarter: Send + Sync {

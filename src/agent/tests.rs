@@ -7,7 +7,8 @@ use futures::future::BoxFuture;
 use tokio::sync::watch;
 
 use super::config::OnDelete;
-use super::reconcile::{Outcome, reconcile};
+use super::outcome::Outcome;
+use super::reconcile::reconcile;
 use super::restart::Restarter;
 use super::triggers::Trigger;
 use super::{Ctx, report};

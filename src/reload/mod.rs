@@ -7,7 +7,6 @@
 //! host's own `systemctl` talks to the host's systemd. When regmirror already runs in that
 //! namespace (systemd unit on an edge host), no `setns` happens.
 
-pub mod cri;
 pub mod verify;
 
 use std::path::PathBuf;
@@ -53,7 +52,7 @@ pub enum ReloadError {
     #[error("{what} failed: {detail}")]
     Command { what: String, detail: String },
     #[error("containerd is not healthy after the restart: {0}")]
-    Unhealthy(#[from] cri::CriError),
+    Unhealthy(#[from] crate::cri::CriError),
     #[error(transparent)]
     NotLoaded(#[from] verify::VerifyError),
 }
@@ -113,7 +112,7 @@ impl Reloader {
                 format!("restarted {}", self.unit)
             }
         };
-        let version = cri::wait_healthy(&self.socket, self.health_timeout).await?;
+        let version = crate::cri::wait_healthy(&self.socket, self.health_timeout).await?;
         let loaded = match expect {
             Some(e) => format!("; {}", verify::verify_loaded(&self.socket, e).await?),
             None => String::new(),

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use rand::Rng;
 
-use super::cri::{CriClient, CriError};
+use crate::cri::{CriClient, CriError};
 use crate::render::Expectation;
 
 /// The registry name of the canary pull (a `.invalid` name: it never resolves).

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::{ContainerdVersion, Runtime, VersionArg, VersionSource};
-use crate::reload::cri::CriClient;
+use crate::cri::CriClient;
 
 /// How long the CRI Version call may take before the binary is asked instead.
 const CRI_TIMEOUT: Duration = Duration::from_secs(3);

@@ -2,13 +2,13 @@
 //! ttrpc sockets (and `opt` plugin path), never the machine's `/run/containerd` or
 //! `/var/lib/containerd`. The starting config.toml is Debian's packaged one or
 //! `containerd config default`, with only those keys changed (via toml_edit) before regmirror
-//! ever sees it. Talks CRI through the crate's own [`regmirror::reload::cri`] client.
+//! ever sees it. Talks CRI through the crate's own [`regmirror::cri`] client.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use regmirror::reload::cri::{self, CriClient, CriError, CriStatus};
+use regmirror::cri::{self, CriClient, CriError, CriStatus};
 use toml_edit::{DocumentMut, Item, Table, value};
 
 use super::{ChildGuard, run, tail, temp_dir};
