@@ -10,6 +10,7 @@ pub mod eol;
 pub mod hosts;
 pub mod legacy;
 pub mod owned;
+pub mod preserve;
 pub mod version;
 
 use std::path::{Path, PathBuf};
@@ -19,6 +20,7 @@ use toml_edit::DocumentMut;
 
 use crate::spec::RegistrySpec;
 pub use owned::{ConfigOwnership, OwnedValue};
+pub use preserve::canonical;
 pub use version::ConfigVersion;
 
 /// Why a render was refused. Nothing is written when this happens.
@@ -159,240 +161,173 @@ fn legacy_conflicts(doc: &DocumentMut, registry: &[String]) -> Vec<String> {
     found
 }
 
-/// Printing a parsed document is not always the identity: toml_edit spells every key segment of
-/// a `[table]` header (and of a dotted key) the way the *first* occurrence of that table spelled
-/// it, so `[plugins."x"]` followed by `[plugins.'x'.registry]` prints the second header as
-/// `[plugins."x".registry]`; `[ a . b ]` may lose spaces; interleaved dotted keys are regrouped.
-/// Untouched admin lines must keep their bytes (and revert must be byte-identical), so when
-/// `original` does not print back as itself, the edit (the line diff from the printed original to
-/// `edited`) is carried over onto the original lines instead. Falls back to `edited` whenever the
-/// result would not be the very same document.
-fn keep_untouched_lines(original: &str, edited: &str) -> String {
-    let Ok(doc) = original.parse::<DocumentMut>() else {
-        return edited.to_string();
-    };
-    let printed = doc.to_string();
-    if printed == original {
-        return edited.to_string();
-    }
-    // Lines are compared with their newline; a last line without one gets one for the mapping.
-    fn nl(s: &str) -> String {
-        if s.is_empty() || s.ends_with('\n') {
-            s.to_string()
-        } else {
-            format!("{s}\n")
+/// The admin's file alone: what revert returns, and the text every edit is carried onto. Exact
+/// from the snapshot while config.toml is untouched since regmirror wrote it; otherwise
+/// regmirror's values are taken back out of whatever the file holds now.
+fn admin_base(input: &RenderInput<'_>) -> Result<(DocumentMut, String), RenderError> {
+    match input.prior.exact_base(input.config) {
+        Some(b) => Ok((parse(b)?, b.to_string())),
+        None if input.prior.is_empty() => Ok((parse(input.config)?, input.config.to_string())),
+        None => {
+            let mut doc = parse(input.config)?;
+            owned::unapply(&mut doc, input.prior)?;
+            let mut base = preserve::keep_untouched_lines(input.config, &doc.to_string());
+            if input.prior.no_final_newline && base.ends_with('\n') {
+                base.pop();
+            }
+            Ok((doc, base))
         }
     }
-    let Some(mut out) = carry_edit(&nl(original), &nl(&printed), &nl(edited)) else {
-        return edited.to_string();
-    };
-    // A missing final newline stays missing while the original's last line is still the last.
-    let last_line = original.rsplit('\n').next().unwrap_or("");
-    let keep_missing = !original.ends_with('\n') && out.ends_with(&format!("{last_line}\n"));
-    if !edited.is_empty() && (!edited.ends_with('\n') || keep_missing) {
-        out.pop();
-    }
-    if same_document(&out, edited) {
-        out
-    } else {
-        edited.to_string()
-    }
 }
 
-/// True when both texts parse to the same keys, values and visible tables (formatting aside).
-fn same_document(a: &str, b: &str) -> bool {
-    matches!((canonical(a), canonical(b)), (Some(x), Some(y)) if x == y)
-}
-
-/// A document's keys, values and explicit tables, formatting aside, sorted: two texts are the
-/// same configuration when these are equal. `None` when the text does not parse.
-pub fn canonical(text: &str) -> Option<Vec<String>> {
-    fn walk(item: &toml_edit::Item, path: &str, out: &mut Vec<String>) {
-        match item {
-            toml_edit::Item::Value(v) => {
-                let mut v = v.clone();
-                v.decor_mut().clear();
-                out.push(format!("{path} = {v}"));
+/// Where hosts.toml and ca.crt go: the first directory of an existing `config_path` in hosts
+/// mode, else `--certs-dir`.
+fn certs_dir_for(
+    existing: &Option<Vec<String>>,
+    mode: WriteMode,
+    certs_dir: &Path,
+    warnings: &mut Vec<String>,
+) -> PathBuf {
+    match (existing, mode) {
+        (Some(dirs), WriteMode::Hosts) => {
+            let first = PathBuf::from(&dirs[0]);
+            if first != certs_dir {
+                warnings.push(format!(
+                    "config_path already names {}; hosts.toml files go there, not to {}",
+                    first.display(),
+                    certs_dir.display()
+                ));
             }
-            toml_edit::Item::Table(t) => {
-                if !t.is_implicit() && !t.is_dotted() {
-                    out.push(format!("[{path}]"));
-                }
-                for (k, v) in t.iter() {
-                    walk(v, &format!("{path}.{k:?}"), out);
-                }
-            }
-            toml_edit::Item::ArrayOfTables(a) => {
-                for (i, t) in a.iter().enumerate() {
-                    for (k, v) in t.iter() {
-                        walk(v, &format!("{path}[{i}].{k:?}"), out);
-                    }
-                }
-            }
-            toml_edit::Item::None => {}
+            first
         }
+        _ => certs_dir.to_path_buf(),
     }
-    let doc = text.parse::<DocumentMut>().ok()?;
-    let mut out = Vec::new();
-    walk(doc.as_item(), "", &mut out);
-    out.sort();
-    Some(out)
 }
 
-/// What a line means when it is a table header or a dotted key (the key path as plain strings,
-/// then the header's comment or the value as written); the line itself otherwise.
-fn line_key(line: &str) -> String {
-    let trimmed = line.trim_start();
-    let Ok(doc) = line.parse::<DocumentMut>() else {
-        return line.to_string();
-    };
-    let mut path = Vec::new();
-    let mut item = doc.as_item();
-    while let Some(t) = item.as_table_like() {
-        let mut entries = t.iter();
-        let (Some((k, v)), None) = (entries.next(), entries.next()) else {
-            break;
+/// The CA file for `DOMAIN` (written beside the hosts.toml files), and its path.
+fn ca_file(spec: &RegistrySpec, certs_dir: &Path) -> Option<(ManagedFile, String)> {
+    spec.ca.as_ref().map(|ca| {
+        let path = certs_dir.join(spec.domain.to_string()).join("ca.crt");
+        let shown = path.to_string_lossy().into_owned();
+        let file = ManagedFile {
+            path,
+            contents: ca.pem.clone().into_bytes(),
+            mode: 0o644,
         };
-        path.push(k.to_string());
-        item = v;
-    }
-    let path = format!("{path:?}");
-    match item {
-        toml_edit::Item::Table(t) if trimmed.starts_with('[') => {
-            let comment = t.decor().suffix().and_then(|r| r.as_str()).unwrap_or("");
-            format!("\0[{path}]{comment}")
-        }
-        toml_edit::Item::ArrayOfTables(a) if trimmed.starts_with("[[") => {
-            let comment = a
-                .get(0)
-                .and_then(|t| t.decor().suffix().and_then(|r| r.as_str()))
-                .unwrap_or("");
-            format!("\0[[{path}]]{comment}")
-        }
-        toml_edit::Item::Value(v)
-            if doc
-                .as_table()
-                .iter()
-                .next()
-                .is_some_and(|(_, i)| i.is_table()) =>
-        {
-            format!("\0{path} = {v}")
-        }
-        _ => line.to_string(),
-    }
+        (file, shown)
+    })
 }
 
-/// Replay the line edit `printed` → `edited` on `original` (whose printed form is `printed`).
-/// `None` when an edited line has no certain place in `original`.
-fn carry_edit(original: &str, printed: &str, edited: &str) -> Option<String> {
-    use similar::{DiffOp, TextDiff};
-    fn lines(t: &str) -> Vec<&str> {
-        t.split_inclusive('\n').collect()
-    }
-    let (orig, print, new) = (lines(original), lines(printed), lines(edited));
-    // Lines are compared by what they mean where toml_edit may re-spell them (headers, dotted
-    // keys), byte for byte otherwise.
-    fn keys(v: &[&str]) -> Vec<String> {
-        v.iter().map(|l| line_key(l)).collect()
-    }
-    fn refs(v: &[String]) -> Vec<&str> {
-        v.iter().map(String::as_str).collect()
-    }
-    let (orig_k, print_k, new_k) = (keys(&orig), keys(&print), keys(&new));
-    let (orig_k, print_k, new_k) = (refs(&orig_k), refs(&print_k), refs(&new_k));
-    // Printed line → original line, for the lines toml_edit printed in order.
-    // Patience diff anchors on unique lines (headers, admin values), so an admin line is never
-    // taken for a moved one just because blank or marker lines around it repeat.
-    let diff = |a: &[&str], b: &[&str]| {
-        let mut cfg = TextDiff::configure();
-        cfg.algorithm(similar::Algorithm::Patience);
-        cfg.diff_slices(a, b).ops().to_vec()
-    };
-    let align = diff(&print_k, &orig_k);
-    let mut to_orig: Vec<Option<usize>> = vec![None; print.len()];
-    for op in &align {
-        if let DiffOp::Equal {
-            old_index,
-            new_index,
-            len,
-        } = *op
-        {
-            for k in 0..len {
-                to_orig[old_index + k] = Some(new_index + k);
-            }
+/// Everything hosts mode writes: `config_path` (when containerd needs it) and one hosts.toml
+/// per source.
+struct HostsMode<'a> {
+    registry: &'a [String],
+    existing: Option<&'a [String]>,
+    containerd: Option<crate::runtime::ContainerdVersion>,
+    certs_dir: &'a Path,
+    ca_file: Option<&'a str>,
+}
+
+impl HostsMode<'_> {
+    fn apply(
+        &self,
+        doc: &mut DocumentMut,
+        spec: &RegistrySpec,
+        own: &mut ConfigOwnership,
+        warnings: &mut Vec<String>,
+    ) -> Result<Vec<ManagedFile>, RenderError> {
+        let conflicts = legacy_conflicts(doc, self.registry);
+        if !conflicts.is_empty() {
+            return Err(RenderError::Conflict(format!(
+                "{} holds {} not owned by regmirror; containerd will not load them together with config_path (remove them, or use --mode legacy)",
+                owned::dotted(self.registry),
+                conflicts.join(", ")
+            )));
         }
-    }
-    let edit = diff(&print_k, &new_k);
-    let mut deleted = vec![false; orig.len()];
-    // inserted[i]: lines that go before original line i (i == orig.len(): at the end).
-    let mut inserted: Vec<Vec<&str>> = vec![Vec::new(); orig.len() + 1];
-    for op in &edit {
-        let (old_index, old_len, new_index, new_len) = match *op {
-            DiffOp::Equal { .. } => continue,
-            DiffOp::Delete {
-                old_index, old_len, ..
-            } => (old_index, old_len, 0, 0),
-            DiffOp::Insert {
-                old_index,
-                new_index,
-                new_len,
-            } => (old_index, 0, new_index, new_len),
-            DiffOp::Replace {
-                old_index,
-                old_len,
-                new_index,
-                new_len,
-            } => (old_index, old_len, new_index, new_len),
-        };
-        for i in old_index..old_index + old_len {
-            deleted[to_orig[i]?] = true;
+        warnings.extend(decide::split_list_warning(self.existing, self.containerd));
+        if decide::writes_config_path(self.existing, self.containerd) {
+            let mut cp = self.registry.to_vec();
+            cp.push("config_path".into());
+            let dir = self.certs_dir.to_string_lossy();
+            owned::set_value(doc, &cp, dir.as_ref().into(), own)?;
         }
-        if new_len > 0 {
-            // Before the line that follows in the printed text (a header, or the comment above
-            // one): lines toml_edit regrouped into the table before stay in that table.
-            let at = if old_index == to_orig.len() {
-                orig.len()
-            } else if let Some(next) = to_orig[old_index] {
-                next
-            } else if old_len == 0
-                && let Some(prev) = old_index.checked_sub(1).and_then(|i| to_orig[i])
-            {
-                prev + 1
+        spec.mirrors
+            .iter()
+            .map(|m| self.hosts_file(spec, m))
+            .collect()
+    }
+
+    fn hosts_file(
+        &self,
+        spec: &RegistrySpec,
+        m: &crate::spec::Mirror,
+    ) -> Result<ManagedFile, RenderError> {
+        let text = hosts::hosts_toml(spec, m, self.ca_file);
+        text.parse::<DocumentMut>().map_err(|e| {
+            RenderError::Config(format!(
+                "internal: rendered hosts.toml for {} does not parse: {e}",
+                m.source
+            ))
+        })?;
+        Ok(ManagedFile {
+            path: self
+                .certs_dir
+                .join(hosts::dir_name(&m.source))
+                .join("hosts.toml"),
+            contents: text.into_bytes(),
+            mode: if spec.credentials.is_some() {
+                0o600
             } else {
-                return None;
-            };
-            inserted[at].extend_from_slice(&new[new_index..new_index + new_len]);
-        }
+                0o644
+            },
+        })
     }
-    let mut out = String::with_capacity(edited.len());
-    for (i, line) in orig.iter().enumerate() {
-        inserted[i].iter().for_each(|l| out.push_str(l));
-        if !deleted[i] {
-            out.push_str(line);
-        }
+}
+
+/// What containerd must show once it loaded this render.
+fn expectation(mode: WriteMode, spec: &RegistrySpec, certs_dir: PathBuf) -> Expectation {
+    match mode {
+        WriteMode::Hosts => Expectation::ConfigPath(certs_dir),
+        WriteMode::Legacy => Expectation::Mirrors(
+            spec.mirrors
+                .iter()
+                .map(|m| {
+                    (
+                        legacy::mirror_key(&m.source),
+                        legacy::endpoint_list(spec, m.target.as_ref()),
+                    )
+                })
+                .collect(),
+        ),
     }
-    inserted[orig.len()].iter().for_each(|l| out.push_str(l));
-    Some(out)
+}
+
+/// The edited document printed onto the admin's lines (and line endings), with the snapshot
+/// that makes a later revert exact; refused if it would not parse.
+fn print_config(
+    doc: &DocumentMut,
+    base: String,
+    own: &mut ConfigOwnership,
+) -> Result<String, RenderError> {
+    let printed = preserve::keep_untouched_lines(&base, &doc.to_string());
+    let config = eol::match_line_endings(&base, &printed);
+    own.no_final_newline = !base.is_empty() && !base.ends_with('\n');
+    own.snapshot = Some(owned::Snapshot {
+        written_sha256: owned::sha256_hex(&config),
+        base,
+    });
+    // Never hand containerd a file that does not parse.
+    parse(&config).map_err(|e| {
+        RenderError::Config(format!(
+            "internal: rendered config.toml does not parse: {e}"
+        ))
+    })?;
+    Ok(config)
 }
 
 /// Render the new config.toml and managed files.
 pub fn render(input: &RenderInput<'_>) -> Result<Rendered, RenderError> {
-    // The admin's file alone: what revert returns, and the text every edit is carried onto.
-    // Exact from the snapshot while config.toml is untouched since regmirror wrote it; otherwise
-    // regmirror's values are taken back out of whatever the file holds now.
-    let (doc, base) = match input.prior.exact_base(input.config) {
-        Some(b) => (parse(b)?, b.to_string()),
-        None if input.prior.is_empty() => (parse(input.config)?, input.config.to_string()),
-        None => {
-            let mut doc = parse(input.config)?;
-            owned::unapply(&mut doc, input.prior)?;
-            let mut base = keep_untouched_lines(input.config, &doc.to_string());
-            if input.prior.no_final_newline && base.ends_with('\n') {
-                base.pop();
-            }
-            (doc, base)
-        }
-    };
+    let (doc, base) = admin_base(input)?;
     let version = version::detect(&doc)?;
     let mut warnings = Vec::new();
     let Some(spec) = input.spec else {
@@ -410,124 +345,42 @@ pub fn render(input: &RenderInput<'_>) -> Result<Rendered, RenderError> {
     let mut doc = parse(&base)?;
     let decision = decide::decide(input.mode, input.containerd, version, &doc, spec)?;
     warnings.extend(decision.warnings.iter().cloned());
-    let registry = decision.registry;
-    let resolved = decision.resolved;
-    let existing_dirs = decide::config_path(&doc, input.containerd, version);
-    let certs_dir: PathBuf = match (&existing_dirs, resolved) {
-        (Some(dirs), WriteMode::Hosts) => {
-            let first = PathBuf::from(&dirs[0]);
-            if first != input.certs_dir {
-                warnings.push(format!(
-                    "config_path already names {}; hosts.toml files go there, not to {}",
-                    first.display(),
-                    input.certs_dir.display()
-                ));
-            }
-            first
-        }
-        _ => input.certs_dir.to_path_buf(),
-    };
+    let existing = decide::config_path(&doc, input.containerd, version);
+    let certs_dir = certs_dir_for(&existing, decision.resolved, input.certs_dir, &mut warnings);
     let mut own = ConfigOwnership::default();
-    let mut files = Vec::new();
-    let ca_file = spec.ca.as_ref().map(|ca| {
-        let path = certs_dir.join(spec.domain.to_string()).join("ca.crt");
-        files.push(ManagedFile {
-            path: path.clone(),
-            contents: ca.pem.clone().into_bytes(),
-            mode: 0o644,
-        });
-        path.to_string_lossy().into_owned()
-    });
-    match resolved {
-        WriteMode::Legacy => {
-            legacy::apply(
-                &mut doc,
-                &registry,
-                spec,
-                ca_file.as_deref(),
-                &mut own,
-                &mut warnings,
-            )?;
-        }
+    let ca = ca_file(spec, &certs_dir);
+    let ca_path = ca.as_ref().map(|(_, p)| p.as_str());
+    let mut files: Vec<ManagedFile> = ca.iter().map(|(f, _)| f.clone()).collect();
+    match decision.resolved {
+        WriteMode::Legacy => legacy::apply(
+            &mut doc,
+            &decision.registry,
+            spec,
+            ca_path,
+            &mut own,
+            &mut warnings,
+        )?,
         WriteMode::Hosts => {
-            let conflicts = legacy_conflicts(&doc, &registry);
-            if !conflicts.is_empty() {
-                return Err(RenderError::Conflict(format!(
-                    "{} holds {} not owned by regmirror; containerd will not load them together with config_path (remove them, or use --mode legacy)",
-                    owned::dotted(&registry),
-                    conflicts.join(", ")
-                )));
-            }
-            if let Some(w) = decide::split_list_warning(existing_dirs.as_deref(), input.containerd)
-            {
-                warnings.push(w);
-            }
-            if decide::writes_config_path(existing_dirs.as_deref(), input.containerd) {
-                let mut cp = registry.clone();
-                cp.push("config_path".into());
-                owned::set_value(
-                    &mut doc,
-                    &cp,
-                    certs_dir.to_string_lossy().as_ref().into(),
-                    &mut own,
-                )?;
-            }
-            for m in &spec.mirrors {
-                let text = hosts::hosts_toml(spec, m, ca_file.as_deref());
-                text.parse::<DocumentMut>().map_err(|e| {
-                    RenderError::Config(format!(
-                        "internal: rendered hosts.toml for {} does not parse: {e}",
-                        m.source
-                    ))
-                })?;
-                files.push(ManagedFile {
-                    path: certs_dir
-                        .join(hosts::dir_name(&m.source))
-                        .join("hosts.toml"),
-                    contents: text.into_bytes(),
-                    mode: if spec.credentials.is_some() {
-                        0o600
-                    } else {
-                        0o644
-                    },
-                });
-            }
+            let hosts = HostsMode {
+                registry: &decision.registry,
+                existing: existing.as_deref(),
+                containerd: input.containerd,
+                certs_dir: &certs_dir,
+                ca_file: ca_path,
+            };
+            files.extend(hosts.apply(&mut doc, spec, &mut own, &mut warnings)?);
         }
     }
     owned::mark_created(&mut doc, &own);
-    let config = eol::match_line_endings(&base, &keep_untouched_lines(&base, &doc.to_string()));
-    own.no_final_newline = !base.is_empty() && !base.ends_with('\n');
-    own.snapshot = Some(owned::Snapshot {
-        written_sha256: owned::sha256_hex(&config),
-        base,
-    });
-    // Never hand containerd a file that does not parse.
-    parse(&config).map_err(|e| {
-        RenderError::Config(format!(
-            "internal: rendered config.toml does not parse: {e}"
-        ))
-    })?;
+    let config = print_config(&doc, base, &mut own)?;
     Ok(Rendered {
         config,
         ownership: own,
         files,
-        mode: Some(resolved),
+        mode: Some(decision.resolved),
         version,
         warnings,
-        expect: Some(match resolved {
-            WriteMode::Hosts => Expectation::ConfigPath(certs_dir),
-            WriteMode::Legacy => Expectation::Mirrors(
-                spec.mirrors
-                    .iter()
-                    .map(|m| {
-                        (
-                            legacy::mirror_key(&m.source),
-                            legacy::endpoint_list(spec, m.target.as_ref()),
-                        )
-                    })
-                    .collect(),
-            ),
-        }),
+        expect: Some(expectation(decision.resolved, spec, certs_dir)),
     })
 }
 
