@@ -152,6 +152,126 @@ fn read_imports(config: &str) -> Vec<(PathBuf, String)> {
     out
 }
 
+/// config.toml as it is (bytes and mode), or `None` when it does not exist.
+type Current = Option<(Vec<u8>, u32)>;
+
+/// config.toml's text (the starting text when it does not exist).
+fn current_text(current: &Current) -> Result<String, ApplyError> {
+    match current {
+        Some((bytes, _)) => String::from_utf8(bytes.clone()).map_err(|_| {
+            ApplyError::Render(RenderError::Parse("config.toml is not UTF-8 text".into()))
+        }),
+        None => Ok(NEW_CONFIG.to_string()),
+    }
+}
+
+fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// Changes for the managed files wanted now; records them (and what they replace) in `after`.
+fn wanted_files(
+    rendered: &render::Rendered,
+    before: &State,
+    after: &mut State,
+) -> Result<Vec<FileChange>, ApplyError> {
+    let mut changes = Vec::new();
+    for f in &rendered.files {
+        let disk = write::read_optional(&f.path).map_err(io_err("read", &f.path))?;
+        let previous = match before.files.iter().find(|o| o.path == f.path) {
+            Some(o) => o.previous.clone(),
+            None => disk.as_ref().map(|(b, m)| (b64(b), *m)),
+        };
+        after.files.push(OwnedFile {
+            path: f.path.clone(),
+            previous,
+        });
+        if disk
+            .as_ref()
+            .is_some_and(|(b, m)| *b == f.contents && *m == f.mode)
+        {
+            continue;
+        }
+        changes.push(FileChange {
+            path: f.path.clone(),
+            old: disk.as_ref().map(|(b, _)| b.clone()),
+            old_mode: disk.as_ref().map(|(_, m)| *m),
+            new: Some(f.contents.clone()),
+            mode: f.mode,
+        });
+    }
+    Ok(changes)
+}
+
+/// Changes that give back what was there before, for managed files no longer wanted.
+fn released_files(
+    rendered: &render::Rendered,
+    before: &State,
+    state_path: &Path,
+) -> Result<Vec<FileChange>, ApplyError> {
+    let mut changes = Vec::new();
+    for o in before
+        .files
+        .iter()
+        .filter(|o| !rendered.files.iter().any(|f| f.path == o.path))
+    {
+        let disk = write::read_optional(&o.path).map_err(io_err("read", &o.path))?;
+        let (new, mode) = match &o.previous {
+            Some((b64, m)) => {
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(b64)
+                    .map_err(|e| ApplyError::State {
+                        path: state_path.to_path_buf(),
+                        why: format!(
+                            "previous contents of {} do not decode: {e}",
+                            o.path.display()
+                        ),
+                    })?;
+                (Some(bytes), *m)
+            }
+            None => (None, 0o644),
+        };
+        if disk.as_ref().map(|(b, _)| b) != new.as_ref() {
+            changes.push(FileChange {
+                path: o.path.clone(),
+                old: disk.as_ref().map(|(b, _)| b.clone()),
+                old_mode: disk.as_ref().map(|(_, m)| *m),
+                new,
+                mode,
+            });
+        }
+    }
+    Ok(changes)
+}
+
+/// The change of config.toml itself, if any: the new text (or its removal when regmirror
+/// created the file and the revert leaves the starting text), 0600 while it holds credentials.
+fn config_change(
+    paths: &Paths,
+    spec: Option<&RegistrySpec>,
+    rendered: render::Rendered,
+    current: &Current,
+    after: &State,
+    before: &State,
+) -> Option<FileChange> {
+    let cur_mode = current.as_ref().map(|(_, m)| *m);
+    let holds_secret =
+        spec.is_some_and(|s| s.credentials.is_some()) && rendered.mode == Some(WriteMode::Legacy);
+    let original_mode = after.config_mode_before.unwrap_or(0o644);
+    let mode = if holds_secret { 0o600 } else { original_mode };
+    let removed = spec.is_none() && before.config_created && rendered.config == NEW_CONFIG;
+    let new = (!removed).then(|| rendered.config.into_bytes());
+    let changed = current.as_ref().map(|(b, _)| b) != new.as_ref()
+        || (new.is_some() && cur_mode.is_some_and(|m| m != mode));
+    changed.then(|| FileChange {
+        path: paths.config.clone(),
+        old: current.as_ref().map(|(b, _)| b.clone()),
+        old_mode: cur_mode,
+        new,
+        mode,
+    })
+}
+
 /// Compute what applying `spec` (or reverting, with `None`) would change. Reads only.
 pub fn plan(
     paths: &Paths,
@@ -161,15 +281,7 @@ pub fn plan(
     let choice = choice.into();
     let before = load_state(paths)?;
     let current = write::read_optional(&paths.config).map_err(io_err("read", &paths.config))?;
-    let (text, cur_mode) = match &current {
-        Some((bytes, m)) => (
-            String::from_utf8(bytes.clone()).map_err(|_| {
-                ApplyError::Render(RenderError::Parse("config.toml is not UTF-8 text".into()))
-            })?,
-            Some(*m),
-        ),
-        None => (NEW_CONFIG.to_string(), None),
-    };
+    let text = current_text(&current)?;
     let rendered = render::render(&RenderInput {
         config: &text,
         prior: &before.ownership,
@@ -183,11 +295,12 @@ pub fn plan(
     if spec.is_some() {
         warnings.extend(render::import_warnings(&text, &read_imports(&text)));
     }
-
     let mut after = State {
         config: paths.config.clone(),
         config_created: before.config_created || (current.is_none() && spec.is_some()),
-        config_mode_before: before.config_mode_before.or(cur_mode),
+        config_mode_before: before
+            .config_mode_before
+            .or(current.as_ref().map(|(_, m)| *m)),
         mode: rendered.mode,
         spec_hash: spec.map(RegistrySpec::hash),
         ownership: rendered.ownership.clone(),
@@ -196,89 +309,16 @@ pub fn plan(
         in_flight: false,
         bad_spec_hash: before.bad_spec_hash.clone(),
     };
-
-    let mut changes = Vec::new();
-    // Managed files wanted now.
-    for f in &rendered.files {
-        let disk = write::read_optional(&f.path).map_err(io_err("read", &f.path))?;
-        let previous = match before.files.iter().find(|o| o.path == f.path) {
-            Some(o) => o.previous.clone(),
-            None => disk
-                .as_ref()
-                .map(|(b, m)| (base64::engine::general_purpose::STANDARD.encode(b), *m)),
-        };
-        after.files.push(OwnedFile {
-            path: f.path.clone(),
-            previous,
-        });
-        let same = disk
-            .as_ref()
-            .is_some_and(|(b, m)| *b == f.contents && *m == f.mode);
-        if !same {
-            changes.push(FileChange {
-                path: f.path.clone(),
-                old: disk.as_ref().map(|(b, _)| b.clone()),
-                old_mode: disk.as_ref().map(|(_, m)| *m),
-                new: Some(f.contents.clone()),
-                mode: f.mode,
-            });
-        }
-    }
-    // Managed files no longer wanted: give back what was there.
-    for o in &before.files {
-        if rendered.files.iter().any(|f| f.path == o.path) {
-            continue;
-        }
-        let disk = write::read_optional(&o.path).map_err(io_err("read", &o.path))?;
-        let (new, mode) = match &o.previous {
-            Some((b64, m)) => (
-                Some(
-                    base64::engine::general_purpose::STANDARD
-                        .decode(b64)
-                        .map_err(|e| ApplyError::State {
-                            path: State::path(&paths.state_dir),
-                            why: format!(
-                                "previous contents of {} do not decode: {e}",
-                                o.path.display()
-                            ),
-                        })?,
-                ),
-                *m,
-            ),
-            None => (None, 0o644),
-        };
-        if disk.as_ref().map(|(b, _)| b) != new.as_ref() {
-            changes.push(FileChange {
-                path: o.path.clone(),
-                old: disk.as_ref().map(|(b, _)| b.clone()),
-                old_mode: disk.as_ref().map(|(_, m)| *m),
-                new,
-                mode,
-            });
-        }
-    }
-    // config.toml itself.
-    let holds_secret =
-        spec.is_some_and(|s| s.credentials.is_some()) && rendered.mode == Some(WriteMode::Legacy);
-    let original_mode = after.config_mode_before.unwrap_or(0o644);
-    let new_mode = if holds_secret { 0o600 } else { original_mode };
-    let new_config: Option<Vec<u8>> =
-        if spec.is_none() && before.config_created && rendered.config == NEW_CONFIG {
-            None
-        } else {
-            Some(rendered.config.into_bytes())
-        };
-    let config_changed = current.as_ref().map(|(b, _)| b) != new_config.as_ref()
-        || (new_config.is_some() && cur_mode.is_some_and(|m| m != new_mode));
-    if config_changed {
-        changes.push(FileChange {
-            path: paths.config.clone(),
-            old: current.as_ref().map(|(b, _)| b.clone()),
-            old_mode: cur_mode,
-            new: new_config,
-            mode: new_mode,
-        });
-    }
+    let mut changes = wanted_files(&rendered, &before, &mut after)?;
+    changes.extend(released_files(
+        &rendered,
+        &before,
+        &State::path(&paths.state_dir),
+    )?);
+    let (mode, expect) = (rendered.mode, rendered.expect.clone());
+    let config = config_change(paths, spec, rendered, &current, &after, &before);
+    let restart_needed = config.is_some();
+    changes.extend(config);
     if spec.is_none() {
         after.config_created = false;
         after.config_mode_before = None;
@@ -286,13 +326,13 @@ pub fn plan(
         after.mode = None;
     }
     Ok(Plan {
-        restart_needed: config_changed,
+        restart_needed,
         changes,
         state_before: before,
         state_after: after,
-        mode: rendered.mode,
+        mode,
         warnings,
-        expect: rendered.expect,
+        expect,
     })
 }
 
@@ -304,6 +344,73 @@ pub struct Outcome {
     pub mode: Option<WriteMode>,
     pub warnings: Vec<String>,
     pub expect: Option<render::Expectation>,
+}
+
+/// Create the parent directories of every change; record the new ones in `after` and
+/// `inflight`, and every one made now in `created_now` (also when a later one fails).
+fn make_parents(
+    plan: &Plan,
+    after: &mut State,
+    inflight: &mut State,
+    created_now: &mut Vec<PathBuf>,
+) -> Result<(), ApplyError> {
+    for parent in plan.changes.iter().filter_map(|c| c.path.parent()) {
+        for d in write::create_dirs(parent).map_err(io_err("create", parent))? {
+            created_now.push(d.clone());
+            if !after.created_dirs.contains(&d) {
+                after.created_dirs.push(d.clone());
+                inflight.created_dirs.push(d);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Write (or remove) each changed file in plan order, config.toml's backup kept first.
+/// Counts the files replaced so far in `replaced`.
+fn write_changes(paths: &Paths, plan: &Plan, replaced: &mut usize) -> Result<(), ApplyError> {
+    for c in &plan.changes {
+        if c.path == paths.config
+            && let Some(old) = &c.old
+        {
+            let bak = paths.backup();
+            write::write_atomic(&bak, old, c.old_mode.unwrap_or(0o600) & 0o600)
+                .map_err(io_err("write backup", &bak))?;
+        }
+        match &c.new {
+            Some(bytes) => {
+                write::write_atomic(&c.path, bytes, c.mode).map_err(io_err("write", &c.path))?
+            }
+            None => write::remove(&c.path).map_err(io_err("remove", &c.path))?,
+        }
+        *replaced += 1;
+    }
+    Ok(())
+}
+
+/// Remove the directories regmirror created and no longer needs; drop the backup once nothing
+/// is owned any more.
+fn tidy(paths: &Paths, after: &mut State) -> Result<(), ApplyError> {
+    let wanted: Vec<&Path> = after.files.iter().filter_map(|f| f.path.parent()).collect();
+    let mut dirs = after.created_dirs.clone();
+    dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+    let mut gone = Vec::new();
+    for d in dirs
+        .into_iter()
+        .filter(|d| !wanted.iter().any(|w| w.starts_with(d)))
+    {
+        write::remove_dir_if_empty(&d).map_err(io_err("remove", &d))?;
+        if !d.exists() {
+            gone.push(d);
+        }
+    }
+    after.created_dirs.retain(|x| !gone.contains(x));
+    if after.is_empty() {
+        // Fully reverted: the backup of a file regmirror no longer touches is not ours to keep.
+        let bak = paths.backup();
+        write::remove(&bak).map_err(io_err("remove", &bak))?;
+    }
+    Ok(())
 }
 
 /// Write a plan: in-flight state (union of before and after) → managed files → config.toml
@@ -323,39 +430,11 @@ pub fn execute(paths: &Paths, plan: &Plan) -> Result<Outcome, ApplyError> {
     let mut after = plan.state_after.clone();
     if !plan.changes.is_empty() {
         let mut inflight = plan.state_before.union(&plan.state_after);
-        let mut created_now: Vec<PathBuf> = Vec::new();
+        let mut created_now = Vec::new();
         let mut replaced = 0usize;
-        let result = (|| -> Result<(), ApplyError> {
-            for c in &plan.changes {
-                if let Some(parent) = c.path.parent() {
-                    let created = write::create_dirs(parent).map_err(io_err("create", parent))?;
-                    for d in created {
-                        created_now.push(d.clone());
-                        if !after.created_dirs.contains(&d) {
-                            after.created_dirs.push(d.clone());
-                            inflight.created_dirs.push(d);
-                        }
-                    }
-                }
-            }
-            save_state(paths, &inflight)?;
-            for c in &plan.changes {
-                if c.path == paths.config
-                    && let Some(old) = &c.old
-                {
-                    let bak = paths.backup();
-                    write::write_atomic(&bak, old, c.old_mode.unwrap_or(0o600) & 0o600)
-                        .map_err(io_err("write backup", &bak))?;
-                }
-                match &c.new {
-                    Some(bytes) => write::write_atomic(&c.path, bytes, c.mode)
-                        .map_err(io_err("write", &c.path))?,
-                    None => write::remove(&c.path).map_err(io_err("remove", &c.path))?,
-                }
-                replaced += 1;
-            }
-            Ok(())
-        })();
+        let result = make_parents(plan, &mut after, &mut inflight, &mut created_now)
+            .and_then(|()| save_state(paths, &inflight))
+            .and_then(|()| write_changes(paths, plan, &mut replaced));
         if let Err(e) = result {
             if replaced == 0 {
                 // Nothing was replaced: leave no trace (directories made now, the in-flight
@@ -370,23 +449,7 @@ pub fn execute(paths: &Paths, plan: &Plan) -> Result<Outcome, ApplyError> {
             return Err(e);
         }
     }
-    // Directories regmirror created and no longer needs.
-    let wanted: Vec<&Path> = after.files.iter().filter_map(|f| f.path.parent()).collect();
-    let mut dirs = after.created_dirs.clone();
-    dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
-    for d in dirs {
-        if !wanted.iter().any(|w| w.starts_with(&d)) {
-            write::remove_dir_if_empty(&d).map_err(io_err("remove", &d))?;
-            if !d.exists() {
-                after.created_dirs.retain(|x| x != &d);
-            }
-        }
-    }
-    if after.is_empty() {
-        // Fully reverted: the backup of a file regmirror no longer touches is not ours to keep.
-        let bak = paths.backup();
-        write::remove(&bak).map_err(io_err("remove", &bak))?;
-    }
+    tidy(paths, &mut after)?;
     save_state(paths, &after)?;
     Ok(outcome)
 }
