@@ -230,67 +230,101 @@ fn parse_ca(pem_text: &str) -> Result<CaBundle, SpecError> {
 
 /// Turn a Secret's data into a [`RegistrySpec`], or say which key broke which rule.
 pub fn parse_spec(data: &SecretData) -> Result<RegistrySpec, SpecError> {
-    let mut warnings = Vec::new();
-    for k in data.keys() {
-        if !KNOWN_KEYS.contains(&k.as_str()) {
-            warnings.push(format!(
+    let mut warnings = unknown_keys(data);
+    let domain = parse_domain(data)?;
+    let base_path = parse_base_path(data)?;
+    let insecure = parse_insecure(data)?;
+    let credentials = parse_credentials(data)?;
+    let ca = match text(data, "CA_CERT", MAX_LIST_BYTES)? {
+        Some(t) if !t.trim().is_empty() => Some(parse_ca(t)?),
+        _ => None,
+    };
+    let list = required(data, "MIRROR_REGISTRIES", MAX_LIST_BYTES)?;
+    let mirrors = swap::parse_mirror_registries(list)?;
+    if let Some(bp) = &base_path {
+        warnings.extend(outside_base_path(&mirrors, &domain, bp));
+    }
+    if ca.is_some() && insecure {
+        warnings.push(
+            "INSECURE=true turns TLS verification off; CA_CERT is written but not needed".into(),
+        );
+    }
+    Ok(RegistrySpec {
+        domain,
+        base_path,
+        credentials,
+        insecure,
+        ca,
+        mirrors,
+        warnings,
+    })
+}
+
+fn unknown_keys(data: &SecretData) -> Vec<String> {
+    data.keys()
+        .filter(|k| !KNOWN_KEYS.contains(&k.as_str()))
+        .map(|k| {
+            format!(
                 "Secret key {k:?} is unknown and ignored (known: {})",
                 KNOWN_KEYS.join(", ")
-            ));
-        }
-    }
+            )
+        })
+        .collect()
+}
 
-    // DOMAIN: host[:port], a scheme is tolerated and dropped.
-    let domain_raw = required(data, "DOMAIN", MAX_SCALAR_BYTES)?.trim();
-    if domain_raw.is_empty() {
+/// DOMAIN: host[:port], a scheme is tolerated and dropped.
+fn parse_domain(data: &SecretData) -> Result<HostPort, SpecError> {
+    let raw = required(data, "DOMAIN", MAX_SCALAR_BYTES)?.trim();
+    if raw.is_empty() {
         return Err(SpecError::Empty { key: "DOMAIN" });
     }
-    check_scalar("DOMAIN", domain_raw)?;
-    let domain_target = endpoint::parse_target(domain_raw).map_err(|e| SpecError::Invalid {
+    check_scalar("DOMAIN", raw)?;
+    let invalid = |why: String| SpecError::Invalid {
         key: "DOMAIN",
-        value: domain_raw.into(),
-        why: e.0,
-    })?;
-    if domain_target.prefix.is_some() {
-        return Err(SpecError::Invalid {
-            key: "DOMAIN",
-            value: domain_raw.into(),
-            why: "must be host[:port] without a path (the path goes into BASE_PATH)".into(),
-        });
+        value: raw.into(),
+        why,
+    };
+    let target = endpoint::parse_target(raw).map_err(|e| invalid(e.0))?;
+    if target.prefix.is_some() {
+        return Err(invalid(
+            "must be host[:port] without a path (the path goes into BASE_PATH)".into(),
+        ));
     }
-    let domain = domain_target.host;
+    Ok(target.host)
+}
 
-    // BASE_PATH: required key; may be empty (registry root).
-    let base_raw = required(data, "BASE_PATH", MAX_SCALAR_BYTES)?.trim();
-    check_scalar("BASE_PATH", base_raw)?;
-    let base_path = if base_raw.is_empty() {
-        None
-    } else {
-        let trimmed = base_raw.trim_matches('/');
-        Some(
-            endpoint::parse_repository_prefix(trimmed).map_err(|e| SpecError::Invalid {
-                key: "BASE_PATH",
-                value: base_raw.into(),
-                why: e.0,
-            })?,
-        )
-    };
+/// BASE_PATH: required key; may be empty (registry root).
+fn parse_base_path(data: &SecretData) -> Result<Option<String>, SpecError> {
+    let raw = required(data, "BASE_PATH", MAX_SCALAR_BYTES)?.trim();
+    check_scalar("BASE_PATH", raw)?;
+    if raw.is_empty() {
+        return Ok(None);
+    }
+    endpoint::parse_repository_prefix(raw.trim_matches('/'))
+        .map(Some)
+        .map_err(|e| SpecError::Invalid {
+            key: "BASE_PATH",
+            value: raw.into(),
+            why: e.0,
+        })
+}
 
-    // INSECURE: true/false, any case.
-    let insecure_raw = required(data, "INSECURE", MAX_SCALAR_BYTES)?.trim();
-    let insecure = match insecure_raw.to_ascii_lowercase().as_str() {
-        "true" => true,
-        "false" => false,
-        _ => {
-            return Err(SpecError::Invalid {
-                key: "INSECURE",
-                value: insecure_raw.escape_debug().to_string(),
-                why: "must be true or false".into(),
-            });
-        }
-    };
+/// INSECURE: true/false, any case.
+fn parse_insecure(data: &SecretData) -> Result<bool, SpecError> {
+    let raw = required(data, "INSECURE", MAX_SCALAR_BYTES)?.trim();
+    match raw.to_ascii_lowercase().as_str() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(SpecError::Invalid {
+            key: "INSECURE",
+            value: raw.escape_debug().to_string(),
+            why: "must be true or false".into(),
+        }),
+    }
+}
 
-    // USERNAME / PASSWORD: both or neither.
+/// USERNAME / PASSWORD: both or neither; the password is never part of an error.
+fn parse_credentials(data: &SecretData) -> Result<Option<Credentials>, SpecError> {
     let username = text(data, "USERNAME", MAX_SCALAR_BYTES)?
         .unwrap_or("")
         .trim();
@@ -310,67 +344,44 @@ pub fn parse_spec(data: &SecretData) -> Result<RegistrySpec, SpecError> {
             why: "holds a control character (value not shown)".into(),
         });
     }
-    let credentials = match (username.is_empty(), password.is_empty()) {
-        (true, true) => None,
-        (false, false) => Some(Credentials {
+    let rule = |key, why: &str| {
+        Err(SpecError::Rule {
+            key,
+            why: why.into(),
+        })
+    };
+    match (username.is_empty(), password.is_empty()) {
+        (true, true) => Ok(None),
+        (false, false) => Ok(Some(Credentials {
             username: username.to_string(),
             password: Password::new(password),
-        }),
-        (false, true) => {
-            return Err(SpecError::Rule {
-                key: "PASSWORD",
-                why: "is empty while USERNAME is set: give both or neither".into(),
-            });
-        }
-        (true, false) => {
-            return Err(SpecError::Rule {
-                key: "USERNAME",
-                why: "is empty while PASSWORD is set: give both or neither".into(),
-            });
-        }
-    };
-
-    // CA_CERT: optional PEM bundle.
-    let ca = match text(data, "CA_CERT", MAX_LIST_BYTES)? {
-        Some(t) if !t.trim().is_empty() => Some(parse_ca(t)?),
-        _ => None,
-    };
-
-    // MIRROR_REGISTRIES.
-    let list = required(data, "MIRROR_REGISTRIES", MAX_LIST_BYTES)?;
-    let mirrors = swap::parse_mirror_registries(list)?;
-
-    if let Some(bp) = &base_path {
-        for m in &mirrors {
-            if let Some(t) = &m.target
-                && t.host == domain
-                && !t
-                    .prefix
-                    .as_deref()
-                    .is_some_and(|p| p == bp || p.starts_with(&format!("{bp}/")))
-            {
-                warnings.push(format!(
-                    "mirror for {} points at DOMAIN {} outside BASE_PATH {bp:?} (target {t})",
-                    m.source, domain
-                ));
-            }
-        }
+        })),
+        (false, true) => rule(
+            "PASSWORD",
+            "is empty while USERNAME is set: give both or neither",
+        ),
+        (true, false) => rule(
+            "USERNAME",
+            "is empty while PASSWORD is set: give both or neither",
+        ),
     }
-    if ca.is_some() && insecure {
-        warnings.push(
-            "INSECURE=true turns TLS verification off; CA_CERT is written but not needed".into(),
-        );
-    }
+}
 
-    Ok(RegistrySpec {
-        domain,
-        base_path,
-        credentials,
-        insecure,
-        ca,
-        mirrors,
-        warnings,
-    })
+/// Warnings for mirrors on DOMAIN outside BASE_PATH.
+fn outside_base_path(mirrors: &[Mirror], domain: &HostPort, bp: &str) -> Vec<String> {
+    let inside = |p: &str| p == bp || p.starts_with(&format!("{bp}/"));
+    mirrors
+        .iter()
+        .filter_map(|m| {
+            let t = m.target.as_ref()?;
+            (t.host == *domain && !t.prefix.as_deref().is_some_and(inside)).then(|| {
+                format!(
+                    "mirror for {} points at DOMAIN {domain} outside BASE_PATH {bp:?} (target {t})",
+                    m.source
+                )
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]
