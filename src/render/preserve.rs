@@ -127,85 +127,108 @@ fn line_key(line: &str) -> String {
     }
 }
 
-/// Replay the line edit `printed` → `edited` on `original` (whose printed form is `printed`).
-/// `None` when an edited line has no certain place in `original`.
-fn carry_edit(original: &str, printed: &str, edited: &str) -> Option<String> {
-    use similar::{DiffOp, TextDiff};
-    fn lines(t: &str) -> Vec<&str> {
-        t.split_inclusive('\n').collect()
-    }
-    let (orig, print, new) = (lines(original), lines(printed), lines(edited));
-    // Lines are compared by what they mean where toml_edit may re-spell them (headers, dotted
-    // keys), byte for byte otherwise.
-    fn keys(v: &[&str]) -> Vec<String> {
-        v.iter().map(|l| line_key(l)).collect()
-    }
-    fn refs(v: &[String]) -> Vec<&str> {
-        v.iter().map(String::as_str).collect()
-    }
-    let (orig_k, print_k, new_k) = (keys(&orig), keys(&print), keys(&new));
-    let (orig_k, print_k, new_k) = (refs(&orig_k), refs(&print_k), refs(&new_k));
-    // Printed line → original line, for the lines toml_edit printed in order.
-    // Patience diff anchors on unique lines (headers, admin values), so an admin line is never
-    // taken for a moved one just because blank or marker lines around it repeat.
-    let diff = |a: &[&str], b: &[&str]| {
-        let mut cfg = TextDiff::configure();
-        cfg.algorithm(similar::Algorithm::Patience);
-        cfg.diff_slices(a, b).ops().to_vec()
-    };
-    let align = diff(&print_k, &orig_k);
-    let mut to_orig: Vec<Option<usize>> = vec![None; print.len()];
-    for op in &align {
+use similar::{DiffOp, TextDiff};
+
+/// Lines with their newline.
+fn lines(t: &str) -> Vec<&str> {
+    t.split_inclusive('\n').collect()
+}
+
+/// Lines compared by what they mean where toml_edit may re-spell them (headers, dotted keys),
+/// byte for byte otherwise.
+fn keys(v: &[&str]) -> Vec<String> {
+    v.iter().map(|l| line_key(l)).collect()
+}
+
+/// The line diff of two key lists. Patience diff anchors on unique lines (headers, admin
+/// values), so an admin line is never taken for a moved one just because blank or marker lines
+/// around it repeat.
+fn diff_ops(a: &[String], b: &[String]) -> Vec<DiffOp> {
+    let (a, b): (Vec<&str>, Vec<&str>) = (
+        a.iter().map(String::as_str).collect(),
+        b.iter().map(String::as_str).collect(),
+    );
+    let mut cfg = TextDiff::configure();
+    cfg.algorithm(similar::Algorithm::Patience);
+    cfg.diff_slices(&a, &b).ops().to_vec()
+}
+
+/// Printed line → original line, for the lines toml_edit printed in order.
+fn printed_to_original(print_k: &[String], orig_k: &[String]) -> Vec<Option<usize>> {
+    let mut to_orig = vec![None; print_k.len()];
+    for op in diff_ops(print_k, orig_k) {
         if let DiffOp::Equal {
             old_index,
             new_index,
             len,
-        } = *op
+        } = op
         {
             for k in 0..len {
                 to_orig[old_index + k] = Some(new_index + k);
             }
         }
     }
-    let edit = diff(&print_k, &new_k);
+    to_orig
+}
+
+/// (old index, old len, new index, new len) of a non-equal op.
+fn span(op: &DiffOp) -> Option<(usize, usize, usize, usize)> {
+    match *op {
+        DiffOp::Equal { .. } => None,
+        DiffOp::Delete {
+            old_index, old_len, ..
+        } => Some((old_index, old_len, 0, 0)),
+        DiffOp::Insert {
+            old_index,
+            new_index,
+            new_len,
+        } => Some((old_index, 0, new_index, new_len)),
+        DiffOp::Replace {
+            old_index,
+            old_len,
+            new_index,
+            new_len,
+        } => Some((old_index, old_len, new_index, new_len)),
+    }
+}
+
+/// Where lines inserted before printed line `old_index` go among the original lines: before
+/// the original of the printed line that follows (a header, or the comment above one), so that
+/// lines toml_edit regrouped into the table before stay in that table; after the original of
+/// the line before for a pure insertion; `None` when neither is certain.
+fn insertion_point(
+    to_orig: &[Option<usize>],
+    orig_len: usize,
+    old_index: usize,
+    old_len: usize,
+) -> Option<usize> {
+    if old_index == to_orig.len() {
+        return Some(orig_len);
+    }
+    if let Some(next) = to_orig[old_index] {
+        return Some(next);
+    }
+    let prev = old_index.checked_sub(1).and_then(|i| to_orig[i]);
+    (old_len == 0).then_some(prev.map(|p| p + 1)).flatten()
+}
+
+/// Replay the line edit `printed` → `edited` on `original` (whose printed form is `printed`).
+/// `None` when an edited line has no certain place in `original`.
+fn carry_edit(original: &str, printed: &str, edited: &str) -> Option<String> {
+    let (orig, print, new) = (lines(original), lines(printed), lines(edited));
+    let (orig_k, print_k, new_k) = (keys(&orig), keys(&print), keys(&new));
+    let to_orig = printed_to_original(&print_k, &orig_k);
     let mut deleted = vec![false; orig.len()];
     // inserted[i]: lines that go before original line i (i == orig.len(): at the end).
     let mut inserted: Vec<Vec<&str>> = vec![Vec::new(); orig.len() + 1];
-    for op in &edit {
-        let (old_index, old_len, new_index, new_len) = match *op {
-            DiffOp::Equal { .. } => continue,
-            DiffOp::Delete {
-                old_index, old_len, ..
-            } => (old_index, old_len, 0, 0),
-            DiffOp::Insert {
-                old_index,
-                new_index,
-                new_len,
-            } => (old_index, 0, new_index, new_len),
-            DiffOp::Replace {
-                old_index,
-                old_len,
-                new_index,
-                new_len,
-            } => (old_index, old_len, new_index, new_len),
-        };
+    for (old_index, old_len, new_index, new_len) in
+        diff_ops(&print_k, &new_k).iter().filter_map(span)
+    {
         for i in old_index..old_index + old_len {
             deleted[to_orig[i]?] = true;
         }
         if new_len > 0 {
-            // Before the line that follows in the printed text (a header, or the comment above
-            // one): lines toml_edit regrouped into the table before stay in that table.
-            let at = if old_index == to_orig.len() {
-                orig.len()
-            } else if let Some(next) = to_orig[old_index] {
-                next
-            } else if old_len == 0
-                && let Some(prev) = old_index.checked_sub(1).and_then(|i| to_orig[i])
-            {
-                prev + 1
-            } else {
-                return None;
-            };
+            let at = insertion_point(&to_orig, orig.len(), old_index, old_len)?;
             inserted[at].extend_from_slice(&new[new_index..new_index + new_len]);
         }
     }
