@@ -29,6 +29,37 @@ fn same_namespace(pid: i32, ns: &str) -> Option<bool> {
     Some(a.ino() == b.ino() && a.dev() == b.dev())
 }
 
+/// Make `cmd` enter the namespaces of `pid` that differ from ours, before it execs.
+fn enter_namespaces(
+    cmd: &mut std::process::Command,
+    pid: i32,
+    what: &str,
+) -> Result<(), ExecError> {
+    let mut fds = Vec::new();
+    for ns in NAMESPACES
+        .into_iter()
+        .filter(|ns| same_namespace(pid, ns) == Some(false))
+    {
+        let path = format!("/proc/{pid}/ns/{ns}");
+        let f = File::open(&path).map_err(|e| ExecError {
+            what: what.to_string(),
+            detail: format!("open {path}: {e} (needs hostPID and CAP_SYS_ADMIN)"),
+        })?;
+        fds.push(f);
+    }
+    // SAFETY: setns is async-signal-safe; the closure allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            for f in &fds {
+                nix::sched::setns(f, nix::sched::CloneFlags::empty())
+                    .map_err(std::io::Error::from)?;
+            }
+            Ok(())
+        });
+    }
+    Ok(())
+}
+
 /// Run `program args` in the namespaces of `pid` (no setns when they are ours already).
 /// Returns its standard output.
 pub async fn run_host(pid: i32, program: &str, args: &[&str]) -> Result<String, ExecError> {
@@ -48,28 +79,7 @@ pub async fn run_host(pid: i32, program: &str, args: &[&str]) -> Result<String, 
         _ => String::new(),
     };
     if mnt == Some(false) {
-        let mut fds = Vec::new();
-        for ns in NAMESPACES {
-            if same_namespace(pid, ns) != Some(false) {
-                continue;
-            }
-            let path = format!("/proc/{pid}/ns/{ns}");
-            let f = File::open(&path).map_err(|e| ExecError {
-                what: what.clone(),
-                detail: format!("open {path}: {e} (needs hostPID and CAP_SYS_ADMIN)"),
-            })?;
-            fds.push(f);
-        }
-        // SAFETY: setns is async-signal-safe; the closure allocates nothing.
-        unsafe {
-            cmd.pre_exec(move || {
-                for f in &fds {
-                    nix::sched::setns(f, nix::sched::CloneFlags::empty())
-                        .map_err(std::io::Error::from)?;
-                }
-                Ok(())
-            });
-        }
+        enter_namespaces(&mut cmd, pid, &what)?;
     }
     let mut cmd = tokio::process::Command::from(cmd);
     cmd.kill_on_drop(true);

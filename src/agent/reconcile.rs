@@ -86,6 +86,18 @@ async fn converge(ctx: &mut Ctx, spec: Option<RegistrySpec>, trigger: Trigger) -
     if ctx.restarter.will_restart(plan.restart_needed) && wait_jitter(ctx).await {
         return Outcome::Stopping;
     }
+    write_and_reload(ctx, spec, choice, label, hash, drift).await
+}
+
+/// Write the plan (again, under the lock), reload, and roll back when the reload fails.
+async fn write_and_reload(
+    ctx: &mut Ctx,
+    spec: Arc<Option<RegistrySpec>>,
+    choice: Choice,
+    label: String,
+    hash: Option<String>,
+    drift: bool,
+) -> Outcome {
     let (paths, s) = (ctx.paths.clone(), spec.clone());
     let written = blocking(move || apply::apply_planned(&paths, s.as_ref().as_ref(), choice)).await;
     let (plan, outcome) = match written {
@@ -103,12 +115,8 @@ async fn converge(ctx: &mut Ctx, spec: Option<RegistrySpec>, trigger: Trigger) -
         .collect();
     tracing::info!(files = ?files, restart_needed = outcome.restart_needed, "wrote spec {label}");
     let restarted = ctx.restarter.will_restart(outcome.restart_needed);
-    let reloaded = super::alive(
-        ctx,
-        ctx.restarter
-            .reload(outcome.restart_needed, outcome.expect.as_ref()),
-    )
-    .await;
+    let expect = outcome.expect.as_ref();
+    let reloaded = super::alive(ctx, ctx.restarter.reload(outcome.restart_needed, expect)).await;
     match reloaded {
         Ok(done) => Outcome::Applied(Applied {
             reverted: spec.is_none(),

@@ -272,6 +272,30 @@ fn config_change(
     })
 }
 
+/// The state after the plan (its managed files are filled in by [`wanted_files`]).
+fn next_state(
+    paths: &Paths,
+    spec: Option<&RegistrySpec>,
+    rendered: &render::Rendered,
+    current: &Current,
+    before: &State,
+) -> State {
+    State {
+        config: paths.config.clone(),
+        config_created: before.config_created || (current.is_none() && spec.is_some()),
+        config_mode_before: before
+            .config_mode_before
+            .or(current.as_ref().map(|(_, m)| *m)),
+        mode: rendered.mode,
+        spec_hash: spec.map(RegistrySpec::hash),
+        ownership: rendered.ownership.clone(),
+        files: Vec::new(),
+        created_dirs: before.created_dirs.clone(),
+        in_flight: false,
+        bad_spec_hash: before.bad_spec_hash.clone(),
+    }
+}
+
 /// Compute what applying `spec` (or reverting, with `None`) would change. Reads only.
 pub fn plan(
     paths: &Paths,
@@ -295,20 +319,7 @@ pub fn plan(
     if spec.is_some() {
         warnings.extend(render::import_warnings(&text, &read_imports(&text)));
     }
-    let mut after = State {
-        config: paths.config.clone(),
-        config_created: before.config_created || (current.is_none() && spec.is_some()),
-        config_mode_before: before
-            .config_mode_before
-            .or(current.as_ref().map(|(_, m)| *m)),
-        mode: rendered.mode,
-        spec_hash: spec.map(RegistrySpec::hash),
-        ownership: rendered.ownership.clone(),
-        files: Vec::new(),
-        created_dirs: before.created_dirs.clone(),
-        in_flight: false,
-        bad_spec_hash: before.bad_spec_hash.clone(),
-    };
+    let mut after = next_state(paths, spec, &rendered, &current, &before);
     let mut changes = wanted_files(&rendered, &before, &mut after)?;
     changes.extend(released_files(
         &rendered,

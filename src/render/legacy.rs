@@ -63,6 +63,17 @@ pub fn apply(
         let urls = endpoint_list(spec, m.target.as_ref());
         set_value(doc, &path, Value::Array(Array::from_iter(urls)), own)?;
     }
+    write_host_configs(doc, registry, spec, ca_file, own)
+}
+
+/// `configs."<host>"` for DOMAIN and every target host: credentials, CA file, INSECURE.
+fn write_host_configs(
+    doc: &mut DocumentMut,
+    registry: &[String],
+    spec: &RegistrySpec,
+    ca_file: Option<&str>,
+    own: &mut ConfigOwnership,
+) -> Result<(), RenderError> {
     for host in spec.mirror_hosts() {
         let h = host.to_string();
         if let Some(c) = &spec.credentials {

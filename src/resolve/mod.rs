@@ -143,6 +143,44 @@ fn default_roots(default_hosts_dir: &Path) -> Vec<PathBuf> {
     ]
 }
 
+/// The `config_path` roots (or containerd's default), as the pull path searches them, and the
+/// host list from there.
+fn hosts_dir_source(
+    registry: &str,
+    dirs: Option<&[String]>,
+    cri: &CriConfig,
+    defaulted: bool,
+    default_hosts_dir: &Path,
+    b: Behaviour,
+    fs: &dyn HostsFs,
+) -> (HostSource, Vec<RegistryHost>) {
+    let roots: Vec<PathBuf> = match dirs {
+        Some(d) => d.iter().map(PathBuf::from).collect(),
+        None => default_roots(default_hosts_dir),
+    };
+    let transfer = b.transfer_service() && !cri.local_pull;
+    // The transfer service takes `config_path` as one directory (a list is not split).
+    let searched = if transfer && roots.len() > 1 {
+        let joined: Vec<String> = roots
+            .iter()
+            .map(|r| r.to_string_lossy().into_owned())
+            .collect();
+        vec![PathBuf::from(joined.join(":"))]
+    } else {
+        roots.clone()
+    };
+    let dir = hostsdir::host_dir(registry, &searched, b, fs);
+    let hosts = hostsdir::configure_hosts(registry, &searched, b, fs);
+    let pull = if transfer { "transfer" } else { "local" };
+    let source = HostSource::HostsDir {
+        roots,
+        dir,
+        pull,
+        default: defaulted,
+    };
+    (source, hosts)
+}
+
 /// The hosts containerd tries for `image` and which of them this pull uses.
 pub fn resolve(
     image: &str,
@@ -165,36 +203,15 @@ pub fn resolve(
             HostSource::Legacy,
             legacy::legacy_hosts(&img.registry, &cri.mirrors, b),
         ),
-        (dirs, _) => {
-            let roots: Vec<PathBuf> = match dirs {
-                Some(d) => d.iter().map(PathBuf::from).collect(),
-                None => default_roots(default_hosts_dir),
-            };
-            let transfer = b.transfer_service() && !cri.local_pull;
-            let searched = if transfer && roots.len() > 1 {
-                vec![PathBuf::from(
-                    roots
-                        .iter()
-                        .map(|r| r.to_string_lossy())
-                        .collect::<Vec<_>>()
-                        .join(":"),
-                )]
-            } else {
-                roots.clone()
-            };
-            let dir = hostsdir::host_dir(&img.registry, &searched, b, fs);
-            let hosts = hostsdir::configure_hosts(&img.registry, &searched, b, fs);
-            let pull = if transfer { "transfer" } else { "local" };
-            (
-                HostSource::HostsDir {
-                    roots,
-                    dir,
-                    pull,
-                    default: defaulted,
-                },
-                hosts,
-            )
-        }
+        (dirs, _) => hosts_dir_source(
+            &img.registry,
+            dirs.as_deref(),
+            &cri,
+            defaulted,
+            default_hosts_dir,
+            b,
+            fs,
+        ),
     };
     Ok(Resolution {
         schema: SCHEMA,
