@@ -172,11 +172,6 @@ impl CriClient {
         })
     }
 
-    /// The socket this client talks to.
-    pub fn socket(&self) -> &Path {
-        &self.socket
-    }
-
     /// `RuntimeService/Version`: the runtime's version (e.g. `1.6.20~ds1`).
     pub async fn version(&mut self) -> Result<String, CriError> {
         const CALL: &str = "RuntimeService/Version";

@@ -601,6 +601,17 @@ fn mirror(tags: &[&str]) -> Registry {
     r
 }
 
+/// A Secret mirroring docker.io and quay.io to `reg`.
+fn docker_and_quay_to(reg: &Registry) -> Secret {
+    let mut c = Secret::new(&reg.host(), &docker_to(reg));
+    c.mirror_registries = format!(
+        "{},quay.io::http://{}/airgap-images/quay.io",
+        docker_to(reg),
+        reg.host()
+    );
+    c
+}
+
 fn docker_to(reg: &Registry) -> String {
     format!("docker.io::http://{}/airgap-images/docker.io", reg.host())
 }
@@ -634,38 +645,7 @@ fn assert_loaded_for(node: &Node, reg: &Registry) {
     }
 }
 
-/// Runs `case` on `release`: skipped (or failed with `REGMIRROR_E2E=1`) when a prerequisite or
-/// that release's binary is missing.
-fn on(release: Release, module: &'static str, name: &'static str, case: fn(Release)) {
-    let full: &'static str = Box::leak(format!("{module}::{name}").into_boxed_str());
-    if !support::prerequisites(full) {
-        return;
-    }
-    if let Some(p) = release.problem()
-        && !support::prerequisites_verdict(full, "containerd release", &[p])
-    {
-        return;
-    }
-    let _timer = support::Timer::new("e2e", full);
-    case(release);
-}
-
-/// One `#[test]` per case and release, in modules named after the release.
-macro_rules! matrix {
-    ($($case:ident),* $(,)?) => {
-        mod containerd_1_6 {
-            $( #[test] fn $case() { super::on(super::Release::V1_6, "containerd_1_6", stringify!($case), super::$case); } )*
-        }
-        mod containerd_1_7 {
-            $( #[test] fn $case() { super::on(super::Release::V1_7, "containerd_1_7", stringify!($case), super::$case); } )*
-        }
-        mod containerd_2_1 {
-            $( #[test] fn $case() { super::on(super::Release::V2_1, "containerd_2_1", stringify!($case), super::$case); } )*
-        }
-    };
-}
-
-matrix!(
+containerd_matrix!(
     secret_update_restarts_and_pulls_through_new_mirror,
     bad_config_rolls_back_and_is_not_retried,
     not_loaded_config_rolls_back,
@@ -737,12 +717,7 @@ fn bad_first_apply_rolls_back(release: Release) {
     assert_eq!(agent.restarts(), restarts, "the bad spec was retried");
     assert_eq!(node.reloads().len(), 3, "{:#?}", node.reloads());
 
-    let mut c = Secret::new(&a.host(), &docker_to(&a));
-    c.mirror_registries = format!(
-        "{},quay.io::http://{}/airgap-images/quay.io",
-        docker_to(&a),
-        a.host()
-    );
+    let c = docker_and_quay_to(&a);
     node.write_secret(&c);
     let took = agent.wait_for("the new spec to apply", SETTLE, || {
         agent.applies("changed") >= 1.0 && agent.readyz().0 == 200
@@ -789,12 +764,7 @@ fn not_loaded_config_rolls_back(release: Release) {
     assert_eq!(node.ctd.config_text(), node.ctd.original);
     assert_eq!(agent.applies("rolled_back"), 1.0);
 
-    let mut c = Secret::new(&a.host(), &docker_to(&a));
-    c.mirror_registries = format!(
-        "{},quay.io::http://{}/airgap-images/quay.io",
-        docker_to(&a),
-        a.host()
-    );
+    let c = docker_and_quay_to(&a);
     node.write_secret(&c);
     agent.wait_for("the new spec to apply", SETTLE, || {
         agent.applies("changed") >= 1.0 && agent.readyz().0 == 200
@@ -1143,12 +1113,7 @@ fn bad_config_rolls_back_and_is_not_retried(release: Release) {
     );
 
     // A new spec (B for docker.io and quay.io) is applied normally: the marker is consumed.
-    let mut c = Secret::new(&b.host(), &docker_to(&b));
-    c.mirror_registries = format!(
-        "{},quay.io::http://{}/airgap-images/quay.io",
-        docker_to(&b),
-        b.host()
-    );
+    let c = docker_and_quay_to(&b);
     node.write_secret(&c);
     let took = agent.wait_for("the new spec to apply", SETTLE, || {
         agent.applies("changed") >= 2.0 && agent.readyz().0 == 200

@@ -56,38 +56,7 @@ fn docker_and_quay(reg: &Registry, scheme: &str) -> String {
     )
 }
 
-/// Runs `case` on `release`: skipped (or failed with `REGMIRROR_E2E=1`) when a prerequisite or
-/// that release's binary is missing; timed as `e2e containerd_X_Y::case`.
-fn on(release: Release, module: &'static str, name: &'static str, case: fn(Release)) {
-    let full: &'static str = Box::leak(format!("{module}::{name}").into_boxed_str());
-    if !support::prerequisites(full) {
-        return;
-    }
-    if let Some(p) = release.problem()
-        && !support::prerequisites_verdict(full, "containerd release", &[p])
-    {
-        return;
-    }
-    let _timer = support::Timer::new("e2e", full);
-    case(release);
-}
-
-/// One `#[test]` per case and release, in modules named after the release.
-macro_rules! matrix {
-    ($($case:ident),* $(,)?) => {
-        mod containerd_1_6 {
-            $( #[test] fn $case() { super::on(super::Release::V1_6, "containerd_1_6", stringify!($case), super::$case); } )*
-        }
-        mod containerd_1_7 {
-            $( #[test] fn $case() { super::on(super::Release::V1_7, "containerd_1_7", stringify!($case), super::$case); } )*
-        }
-        mod containerd_2_1 {
-            $( #[test] fn $case() { super::on(super::Release::V2_1, "containerd_2_1", stringify!($case), super::$case); } )*
-        }
-    };
-}
-
-matrix!(
+containerd_matrix!(
     case0_harness_hand_written_v2_endpoint_pulls,
     cri_client_status_and_unimplemented,
     case1_legacy_docker_and_quay,
@@ -338,6 +307,17 @@ fn case4_insecure_plain_http_hosts(release: Release) {
     insecure(release, Kind::Plain, Base::Debian, Mode::Hosts);
 }
 
+/// A Secret for the htpasswd + TLS registry `reg`: its user, password and CA, docker.io and
+/// quay.io mirrored.
+fn auth_secret(reg: &Registry) -> Secret {
+    let (user, pass) = reg.creds().unwrap();
+    let mut secret = Secret::new(&reg.host(), &docker_and_quay(reg, ""));
+    secret.ca_cert = reg.tls.as_ref().unwrap().ca_pem();
+    secret.username = user.to_string();
+    secret.password = pass.to_string();
+    secret
+}
+
 /// Case 5: USERNAME/PASSWORD against the htpasswd registry (TLS, CA in CA_CERT).
 fn auth(release: Release, base: Base, mode: Mode) {
     let reg = mirror(Kind::TlsAuth);
@@ -345,11 +325,7 @@ fn auth(release: Release, base: Base, mode: Mode) {
         !reg.anonymous_inspect_succeeds(DOCKER_REPO),
         "the auth registry let an anonymous client in: the case would prove nothing"
     );
-    let (user, pass) = reg.creds().unwrap();
-    let mut secret = Secret::new(&reg.host(), &docker_and_quay(&reg, ""));
-    secret.ca_cert = reg.tls.as_ref().unwrap().ca_pem();
-    secret.username = user.to_string();
-    secret.password = pass.to_string();
+    let secret = auth_secret(&reg);
     let node = match mode {
         Mode::Legacy => applied_legacy_node(release, base, &secret, "CA_CERT"),
         _ => applied_node(release, base, mode, &secret),
@@ -509,11 +485,7 @@ fn case9_revert_hosts(release: Release) {
 /// file, legacy `configs.tls` would be dropped: auto must pick hosts mode there).
 fn case10_auto_tls_ca_auth(release: Release) {
     let reg = mirror(Kind::TlsAuth);
-    let (user, pass) = reg.creds().unwrap();
-    let mut secret = Secret::new(&reg.host(), &docker_and_quay(&reg, ""));
-    secret.ca_cert = reg.tls.as_ref().unwrap().ca_pem();
-    secret.username = user.to_string();
-    secret.password = pass.to_string();
+    let secret = auth_secret(&reg);
     for base in [Base::Debian, Base::Default] {
         let node = applied_node(release, base, Mode::Auto, &secret);
         let loaded = node.loaded();
@@ -656,11 +628,7 @@ fn upgrade_1_6_to_2_1_moves_legacy_to_hosts() {
         return;
     }
     let reg = mirror(Kind::TlsAuth);
-    let (user, pass) = reg.creds().unwrap();
-    let mut secret = Secret::new(&reg.host(), &docker_and_quay(&reg, ""));
-    secret.ca_cert = reg.tls.as_ref().unwrap().ca_pem();
-    secret.username = user.to_string();
-    secret.password = pass.to_string();
+    let secret = auth_secret(&reg);
     let mut node = applied_node(Release::V1_6, Base::Debian, Mode::Auto, &secret);
     assert!(
         !node.config_text().contains("config_path"),

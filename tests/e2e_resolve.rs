@@ -13,37 +13,7 @@ use support::cli;
 use support::containerd::{self, Base, Containerd, Release};
 use support::registry::{Kind, Registry};
 
-/// Runs `case` on `release` (skipped, or failed under `REGMIRROR_E2E=1`, when something is
-/// missing).
-fn on(release: Release, module: &'static str, name: &'static str, case: fn(Release)) {
-    let full: &'static str = Box::leak(format!("{module}::{name}").into_boxed_str());
-    if !support::prerequisites(full) {
-        return;
-    }
-    if let Some(p) = release.problem()
-        && !support::prerequisites_verdict(full, "containerd release", &[p])
-    {
-        return;
-    }
-    let _timer = support::Timer::new("e2e", full);
-    case(release);
-}
-
-macro_rules! matrix {
-    ($($case:ident),* $(,)?) => {
-        mod containerd_1_6 {
-            $( #[test] fn $case() { super::on(super::Release::V1_6, "containerd_1_6", stringify!($case), super::$case); } )*
-        }
-        mod containerd_1_7 {
-            $( #[test] fn $case() { super::on(super::Release::V1_7, "containerd_1_7", stringify!($case), super::$case); } )*
-        }
-        mod containerd_2_1 {
-            $( #[test] fn $case() { super::on(super::Release::V2_1, "containerd_2_1", stringify!($case), super::$case); } )*
-        }
-    };
-}
-
-matrix!(
+containerd_matrix!(
     default_dir_applies_without_a_registry_dir,
     registry_dir_with_only_a_ca_wins_over_default,
     host_port_dir_wins_over_host_colon_port,

@@ -33,26 +33,14 @@ pub enum Command {
     /// Print a unified diff of every file apply would write (exit 0: no change, 1: changes, 2: error).
     Diff {
         #[command(flatten)]
-        secret: SecretArgs,
-        #[command(flatten)]
-        name: SecretName,
-        #[command(flatten)]
-        paths: PathArgs,
-        #[arg(long, env = "REGMIRROR_MODE", value_enum, default_value_t = ModeArg::Auto)]
-        mode: ModeArg,
+        what: ApplyArgs,
         #[command(flatten)]
         runtime: RuntimeArgs,
     },
     /// Write the configuration (exit 0: applied or unchanged, 2: error).
     Apply {
         #[command(flatten)]
-        secret: SecretArgs,
-        #[command(flatten)]
-        name: SecretName,
-        #[command(flatten)]
-        paths: PathArgs,
-        #[arg(long, env = "REGMIRROR_MODE", value_enum, default_value_t = ModeArg::Auto)]
-        mode: ModeArg,
+        what: ApplyArgs,
         #[command(flatten)]
         reload: ReloadArgs,
     },
@@ -85,6 +73,19 @@ pub enum Command {
         #[arg(short = 'o', long = "output", value_enum, default_value_t = Output::Text)]
         output: Output,
     },
+}
+
+/// What `diff` and `apply` render: the Secret, the files, the mode.
+#[derive(Args, Debug, Clone)]
+pub struct ApplyArgs {
+    #[command(flatten)]
+    pub secret: SecretArgs,
+    #[command(flatten)]
+    pub name: SecretName,
+    #[command(flatten)]
+    pub paths: PathArgs,
+    #[arg(long, env = "REGMIRROR_MODE", value_enum, default_value_t = ModeArg::Auto)]
+    pub mode: ModeArg,
 }
 
 /// Where the registry-info Secret is read from, for the one-shot commands.

@@ -6,7 +6,9 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use super::Failure;
-use super::args::{ConfigFiles, Output, PathArgs, ReloadArgs, RuntimeArgs, SecretArgs, SecretName};
+use super::args::{
+    ApplyArgs, ConfigFiles, Output, PathArgs, ReloadArgs, RuntimeArgs, SecretArgs, SecretName,
+};
 use crate::apply::{self, Paths};
 use crate::cri;
 use crate::reload::ReloadStrategy;
@@ -48,16 +50,14 @@ fn yes_no(b: bool) -> &'static str {
     if b { "yes" } else { "no" }
 }
 
-pub fn diff(
-    secret: &SecretArgs,
-    name: &SecretName,
-    paths: &PathArgs,
-    mode: Mode,
-    runtime: &RuntimeArgs,
-) -> Result<ExitCode, Failure> {
-    let spec = load_spec(secret, name)?;
+pub fn diff(what: &ApplyArgs, runtime: &RuntimeArgs) -> Result<ExitCode, Failure> {
+    let spec = load_spec(&what.secret, &what.name)?;
     let node = detect_blocking(&runtime.probe());
-    let plan = apply::plan(&paths.paths(), Some(&spec), choice(mode, &node))?;
+    let plan = apply::plan(
+        &what.paths.paths(),
+        Some(&spec),
+        choice(what.mode.into(), &node),
+    )?;
     print_warnings(&plan.warnings);
     let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let mut out = std::io::stdout().lock();
@@ -94,17 +94,12 @@ fn report(outcome: &apply::Outcome, verb: &str) {
     println!("restart needed: {}", yes_no(outcome.restart_needed));
 }
 
-pub fn apply(
-    secret: &SecretArgs,
-    name: &SecretName,
-    paths: &PathArgs,
-    mode: Mode,
-    reload: &ReloadArgs,
-) -> Result<ExitCode, Failure> {
-    let spec = load_spec(secret, name)?;
+pub fn apply(what: &ApplyArgs, reload: &ReloadArgs) -> Result<ExitCode, Failure> {
+    let spec = load_spec(&what.secret, &what.name)?;
     let node = detect_blocking(&reload.runtime.probe());
-    let paths = paths.paths();
-    let (plan, outcome) = apply::apply_planned(&paths, Some(&spec), choice(mode, &node))?;
+    let paths = what.paths.paths();
+    let choice = choice(what.mode.into(), &node);
+    let (plan, outcome) = apply::apply_planned(&paths, Some(&spec), choice)?;
     println!("decided for {node}");
     report(&outcome, "applied");
     finish_reload(&paths, &plan, &outcome, reload)?;

@@ -24,20 +24,8 @@ impl<E: std::error::Error + 'static> From<E> for Failure {
 
 fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
     match cli.command {
-        Command::Diff {
-            secret,
-            name,
-            paths,
-            mode,
-            runtime,
-        } => commands::diff(&secret, &name, &paths, mode.into(), &runtime),
-        Command::Apply {
-            secret,
-            name,
-            paths,
-            mode,
-            reload,
-        } => commands::apply(&secret, &name, &paths, mode.into(), &reload),
+        Command::Diff { what, runtime } => commands::diff(&what, &runtime),
+        Command::Apply { what, reload } => commands::apply(&what, &reload),
         Command::Revert { paths, reload } => commands::revert(&paths, &reload),
         Command::Show {
             secret,

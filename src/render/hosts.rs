@@ -18,10 +18,10 @@ pub fn dir_name(source: &Source) -> String {
 pub fn upstream(source: &Source) -> Option<String> {
     match source {
         Source::Wildcard => None,
-        Source::Registry(h) if h.to_string() == "docker.io" => {
-            Some("https://registry-1.docker.io".into())
-        }
-        Source::Registry(h) => Some(format!("https://{h}")),
+        Source::Registry(h) => Some(format!(
+            "https://{}",
+            crate::spec::endpoint::default_host(&h.to_string())
+        )),
     }
 }
 

@@ -10,6 +10,7 @@ use toml_edit::{DocumentMut, Item, TableLike};
 use super::host::{Capability, Origin, RegistryHost};
 use super::rules::Behaviour;
 use super::url::{Url, is_localhost, port_of};
+use crate::spec::endpoint::default_host;
 
 /// Read access to the hosts directories.
 pub trait HostsFs {
@@ -258,13 +259,11 @@ fn strings(item: Option<&Item>) -> Vec<String> {
 
 /// The registry itself, where nothing named a server.
 fn fill_upstream(e: &mut Entry, registry: &str, b: Behaviour, file: Option<PathBuf>) {
-    let (scheme, host, skip) = if registry == "docker.io" {
-        ("https", "registry-1.docker.io".to_string(), false)
-    } else if is_localhost(registry) {
+    let (scheme, host, skip) = if is_localhost(registry) {
         let (s, skip) = b.localhost_default(port_of(registry));
         (s, registry.to_string(), skip)
     } else {
-        ("https", registry.to_string(), false)
+        ("https", default_host(registry).to_string(), false)
     };
     e.url = Some(Url {
         scheme: scheme.into(),

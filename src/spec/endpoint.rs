@@ -51,14 +51,13 @@ impl fmt::Display for HostPort {
     }
 }
 
-impl HostPort {
-    /// True for `localhost` and loopback literals.
-    pub fn is_loopback(&self) -> bool {
-        match &self.host {
-            Host::Name(n) => n == "localhost",
-            Host::Ipv4(a) => a.is_loopback(),
-            Host::Ipv6(a) => a.is_loopback(),
-        }
+/// The host containerd talks to for a registry name: Docker Hub's API host for `docker.io`, the
+/// name itself otherwise (containerd's `DefaultHost`). The one place this rule lives.
+pub fn default_host(registry: &str) -> &str {
+    if registry == "docker.io" {
+        "registry-1.docker.io"
+    } else {
+        registry
     }
 }
 

@@ -18,6 +18,7 @@ pub mod cli;
 pub mod containerd;
 pub mod image;
 pub mod jail;
+pub mod matrix;
 pub mod registry;
 pub mod tls;
 
