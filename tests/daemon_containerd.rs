@@ -18,7 +18,7 @@
 //!    restarts, is healthy on the old mirror, marks the spec bad and does not retry it; a new
 //!    Secret is then applied normally.
 //!
-//! Every process is stopped by PID, also on panic: the agent by its [`ChildGuard`], the
+//! Every process is stopped by PID, also on panic: the agent by its `AgentProcess`, the
 //! script-started containerd by [`PidfileGuard`] (which first forbids the script to start any
 //! more). Needs root and the Debian packages of `support::REQUIRED`; skipped otherwise (a
 //! failure with `REGMIRROR_E2E=1`). `REGMIRROR_E2E_KEEP=1` keeps the temp dirs.
@@ -38,7 +38,7 @@ use nix::unistd::Pid;
 use support::cli::Secret;
 use support::containerd::{Base, Containerd, Release};
 use support::registry::{Kind, Registry};
-use support::{ChildGuard, free_port, http_get, metric, poll, run, tail};
+use support::{poll, run, tail};
 
 const DOCKER_REPO: &str = "airgap-images/docker.io/library/tiny";
 const QUAY_REPO: &str = "airgap-images/quay.io/e2e/tiny";
@@ -408,9 +408,7 @@ impl Drop for PidfileGuard {
 // ---------------------------------------------------------------------------------------------
 
 struct Agent {
-    proc: ChildGuard,
-    port: u16,
-    started: Instant,
+    p: support::agent::AgentProcess,
 }
 
 impl Agent {
@@ -421,9 +419,7 @@ impl Agent {
     }
 
     fn start_with_mode(node: &Node, mode: &str) -> Agent {
-        let d = node.ctd.dir();
-        for attempt in 0..3 {
-            let port = free_port();
+        let make = || {
             let mut cmd = Command::new(support::cli::BIN);
             for (k, _) in std::env::vars_os() {
                 if k.to_string_lossy().starts_with("REGMIRROR_") {
@@ -441,123 +437,71 @@ impl Agent {
                 .arg(&node.ctd.state_dir)
                 .arg("--containerd-socket")
                 .arg(&node.ctd.socket)
-                .arg("--mode")
-                .arg(mode)
-                .args(["--host-pid", "0"])
+                .args(["--mode", mode, "--host-pid", "0"])
                 .env("PATH", node.ctd.release.path_env())
                 .arg("--reload")
                 .arg(format!("command:{}", node.script.display()))
                 .args(["--restart-jitter", "0", "--debounce", "200ms"])
                 .args(["--health-timeout", "10s", "--resync", "15m"])
-                .arg("--listen")
-                .arg(format!("127.0.0.1:{port}"))
                 .env("REGMIRROR_LOG", "info,regmirror=debug")
                 .env("RUST_BACKTRACE", "1");
-            let started = Instant::now();
-            let mut proc = ChildGuard::spawn(
-                "regmirror run",
-                cmd,
-                d.join(format!("agent.{attempt}.stdout")),
-                d.join(format!("agent.{attempt}.log")),
-            );
-            let up = poll(Duration::from_secs(10), || {
-                if proc.exited().is_some() {
-                    return Some(false);
-                }
-                http_get(port, "/healthz").map(|_| true)
-            });
-            match up {
-                Some(true) => {
-                    return Agent {
-                        proc,
-                        port,
-                        started,
-                    };
-                }
-                _ => {
-                    let log = tail(&proc.stderr, 20);
-                    proc.stop(Duration::from_secs(2));
-                    if !log.contains("cannot listen") {
-                        panic!("regmirror run did not come up:\n{log}");
-                    }
-                }
-            }
+            cmd
+        };
+        let log = node.ctd.dir().join("agent.log");
+        Agent {
+            p: support::agent::AgentProcess::spawn(make, &log, true),
         }
-        panic!("regmirror run: no free port after 3 attempts");
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(&self.proc.stderr).unwrap_or_default()
+        self.p.log()
     }
 
     fn metrics(&self) -> String {
-        http_get(self.port, "/metrics")
-            .map(|(_, b)| b)
-            .unwrap_or_default()
-    }
-
-    /// A sample of /metrics, e.g. `regmirror_rollbacks_total` or
-    /// `regmirror_applies_total{result="changed"}` (0 when absent).
-    fn metric(&self, series: &str) -> f64 {
-        metric(&self.metrics(), series).unwrap_or(0.0)
+        self.p.metrics()
     }
 
     fn restarts(&self) -> f64 {
-        self.metric("regmirror_containerd_restarts_total")
+        self.p.metric("regmirror_containerd_restarts_total")
     }
 
     fn rollbacks(&self) -> f64 {
-        self.metric("regmirror_rollbacks_total")
+        self.p.metric("regmirror_rollbacks_total")
     }
 
     fn applies(&self, result: &str) -> f64 {
-        self.metric(&format!("regmirror_applies_total{{result=\"{result}\"}}"))
+        self.p
+            .metric(&format!("regmirror_applies_total{{result=\"{result}\"}}"))
     }
 
     /// (HTTP status, body) of /readyz.
     fn readyz(&self) -> (u16, String) {
-        http_get(self.port, "/readyz").unwrap_or((0, String::new()))
+        self.p.readyz()
     }
 
     /// Waits (≤ `timeout`) until `cond` holds; panics with the agent's log otherwise.
-    fn wait_for(&self, what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) -> Duration {
-        let t = Instant::now();
-        if poll(timeout, || cond().then_some(())).is_none() {
-            panic!(
-                "timed out after {timeout:?} waiting for {what}\n/readyz: {:?}\n/metrics:\n{}\n\
-                 agent log:\n{}",
-                self.readyz(),
-                self.metrics()
-                    .lines()
-                    .filter(|l| !l.starts_with('#'))
-                    .collect::<Vec<_>>()
-                    .join("\n"),
-                tail(&self.proc.stderr, 30)
-            );
-        }
-        t.elapsed()
+    fn wait_for(&self, what: &str, timeout: Duration, cond: impl FnMut() -> bool) -> Duration {
+        self.p.wait_for(what, timeout, cond)
     }
 
     /// SIGTERM; asserts exit status 0.
     fn stop(mut self) {
-        eprintln!(
-            "agent: final /metrics:\n{}",
-            self.metrics()
-                .lines()
-                .filter(|l| !l.starts_with('#'))
-                .map(|l| format!("    {l}"))
-                .collect::<Vec<_>>()
-                .join("\n")
-        );
-        let st = self.proc.stop(Duration::from_secs(10));
+        let metrics: Vec<String> = self
+            .metrics()
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| format!("    {l}"))
+            .collect();
+        eprintln!("agent: final /metrics:\n{}", metrics.join("\n"));
+        let st = self.p.stop();
         assert!(
             st.is_some_and(|s| s.success()),
             "regmirror run did not exit 0 on SIGTERM: {st:?}\n{}",
-            tail(&self.proc.stderr, 20)
+            self.log()
         );
         eprintln!(
             "agent: stopped with {st:?} after {:.2?}",
-            self.started.elapsed()
+            self.p.started.elapsed()
         );
     }
 }

@@ -4,12 +4,12 @@
 
 mod common;
 
-use std::io::Read;
-use std::net::TcpListener;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
+
+use common::agent::AgentProcess;
 
 const PASSWORD: &str = "S3cr3t-Passw0rd-Never-Shown";
 
@@ -29,30 +29,17 @@ fn secret(mirrors: &str, insecure: &str, with_password: bool) -> String {
 const TWO: &str = "docker.io::harbor.example.org/airgap-images/docker.io,quay.io::harbor.example.org/airgap-images/quay.io";
 const ONE: &str = "docker.io::harbor.example.org/airgap-images/docker.io";
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A test node: a temp dir with config.toml, certs.d, state, and the agent as a child process.
 struct Node {
     dir: tempfile::TempDir,
-    port: u16,
-    child: Option<Child>,
+    agent: Option<AgentProcess>,
 }
 
 impl Node {
     fn new() -> Node {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("config.toml"), CONFIG).unwrap();
-        Node {
-            dir,
-            port: free_port(),
-            child: None,
-        }
+        Node { dir, agent: None }
     }
     fn p(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
@@ -61,83 +48,33 @@ impl Node {
         std::fs::read_to_string(self.p("config.toml")).unwrap_or_default()
     }
     fn start(&mut self, source: &[&str], env: &[(&str, String)]) {
-        let mut cmd = common::agent_command(self.dir.path());
-        cmd.args(source)
-            .args(["--listen", &format!("127.0.0.1:{}", self.port)])
-            .env_remove("NOTIFY_SOCKET")
-            .env_remove("WATCHDOG_USEC")
-            .env_remove("NODE_NAME")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        self.child = Some(cmd.spawn().unwrap());
+        let make = || {
+            let mut cmd = common::agent_command(self.dir.path());
+            cmd.args(source)
+                .env_remove("NOTIFY_SOCKET")
+                .env_remove("WATCHDOG_USEC")
+                .env_remove("NODE_NAME");
+            for (k, v) in env {
+                cmd.env(k, v);
+            }
+            cmd
+        };
+        self.agent = Some(AgentProcess::spawn(make, &self.p("agent.log"), true));
     }
     /// SIGTERM, wait (bounded), return exit code and all stderr.
     fn stop(&mut self) -> (Option<i32>, String) {
-        let mut child = self.child.take().unwrap();
-        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let status = loop {
-            if let Some(s) = child.try_wait().unwrap() {
-                break Some(s);
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                break None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        let mut err = String::new();
-        child
-            .stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut err)
-            .unwrap();
-        (status.and_then(|s| s.code()), err)
+        let mut agent = self.agent.take().unwrap();
+        let status = agent.stop();
+        (status.and_then(|s| s.code()), agent.log())
     }
     fn http(&self, path: &str) -> (u16, String) {
-        use std::io::Write;
-        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else {
-            return (0, String::new());
-        };
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        write!(
-            s,
-            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-        )
-        .unwrap();
-        let mut buf = String::new();
-        let _ = s.read_to_string(&mut buf);
-        let code = buf
-            .split(' ')
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0);
-        let body = buf
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_string())
-            .unwrap_or_default();
-        (code, body)
+        self.agent
+            .as_ref()
+            .and_then(|a| a.get(path))
+            .unwrap_or((0, String::new()))
     }
     fn metric(&self, line_prefix: &str) -> Option<f64> {
-        let (_, body) = self.http("/metrics");
-        body.lines()
-            .find(|l| l.starts_with(line_prefix))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        common::agent::metric(&self.http("/metrics").1, line_prefix)
     }
 }
 

@@ -6,9 +6,9 @@
 mod common;
 mod support_kube;
 
+use common::agent::AgentProcess;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use support_kube::FakeApiServer;
@@ -32,7 +32,7 @@ fn data(mirrors: &str, insecure: &str) -> BTreeMap<String, String> {
 }
 
 struct Agent {
-    child: Child,
+    process: AgentProcess,
     dir: PathBuf,
 }
 
@@ -47,18 +47,18 @@ impl Agent {
             ),
         )
         .unwrap();
-        let mut cmd = common::agent_command(dir);
-        cmd.args(["--kubeconfig", kubeconfig.to_str().unwrap()])
-            .args(["--listen", "off"])
-            .env_remove("NODE_NAME")
-            .env("REGMIRROR_LOG", "debug")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("agent.log")).unwrap());
-        if let Some(n) = node {
-            cmd.env("NODE_NAME", n);
-        }
+        let make = || {
+            let mut cmd = common::agent_command(dir);
+            cmd.args(["--kubeconfig", kubeconfig.to_str().unwrap()])
+                .env_remove("NODE_NAME")
+                .env("REGMIRROR_LOG", "debug");
+            if let Some(n) = node {
+                cmd.env("NODE_NAME", n);
+            }
+            cmd
+        };
         Agent {
-            child: cmd.spawn().unwrap(),
+            process: AgentProcess::spawn(make, &dir.join("agent.log"), false),
             dir: dir.to_path_buf(),
         }
     }
@@ -66,7 +66,7 @@ impl Agent {
         std::fs::read_to_string(self.dir.join("config.toml")).unwrap_or_default()
     }
     fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("agent.log")).unwrap_or_default()
+        self.process.log()
     }
     /// Wait (bounded) until config.toml satisfies `cond`.
     async fn until(&self, what: &str, cond: impl Fn(&str) -> bool) -> Duration {
@@ -84,25 +84,7 @@ impl Agent {
         );
     }
     fn stop(&mut self) -> Option<i32> {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.child.id() as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        );
-        let t0 = Instant::now();
-        while t0.elapsed() < Duration::from_secs(10) {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                return s.code();
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.process.stop().and_then(|s| s.code())
     }
 }
 

@@ -14,6 +14,8 @@
 
 #![allow(dead_code)]
 
+#[path = "../common/agent.rs"]
+pub mod agent;
 pub mod cli;
 pub mod containerd;
 pub mod image;
@@ -22,9 +24,11 @@ pub mod matrix;
 pub mod registry;
 pub mod tls;
 
+#[allow(unused_imports)]
+pub use agent::{free_port, http_get, metric};
+
 use std::fs::File;
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddrV4, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
@@ -175,13 +179,6 @@ pub fn temp_dir(prefix: &str) -> tempfile::TempDir {
     dir
 }
 
-/// A TCP port on 127.0.0.1 that was free a moment ago (the caller retries if it is taken by
-/// the time it binds).
-pub fn free_port() -> u16 {
-    let l = TcpListener::bind(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0)).expect("bind port 0");
-    l.local_addr().expect("local addr").port()
-}
-
 /// True when something accepts TCP connections on 127.0.0.1:`port`.
 pub fn tcp_open(port: u16) -> bool {
     TcpStream::connect_timeout(
@@ -238,31 +235,6 @@ pub fn run(cmd: &mut Command) -> String {
 /// A command's stdout as text.
 pub fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// HTTP/1.1 GET on 127.0.0.1:`port` → (status, body); None when nothing answers.
-pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
-    let addr = SocketAddrV4::new(Ipv4Addr::LOCALHOST, port);
-    let mut s = TcpStream::connect_timeout(&addr.into(), Duration::from_millis(500)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).ok()?;
-    let status = buf.split(' ').nth(1)?.parse().ok()?;
-    let body = buf.split_once("\r\n\r\n")?.1.to_string();
-    Some((status, body))
-}
-
-/// The value of `series` (name plus labels, exactly as printed) in a Prometheus text body.
-pub fn metric(text: &str, series: &str) -> Option<f64> {
-    text.lines().find_map(|l| {
-        let (k, v) = l.rsplit_once(' ')?;
-        if k == series { v.parse().ok() } else { None }
-    })
 }
 
 /// The last `n` lines of a text file (empty if unreadable).
