@@ -1,4 +1,4 @@
-//! Benchmark inputs, shared by `benches/render.rs` (criterion) and `benches/agent.rs` (the
+//! Benchmark inputs, shared by `benches/render.rs` (criterion) and `benches/agent/` (the
 //! end-to-end drivers). Everything is generated deterministically, so the Rust benchmarks, the
 //! CLI runs and the Python tomlkit comparison all see the very same bytes (`agent fixtures DIR`
 //! writes them out).
