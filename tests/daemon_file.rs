@@ -15,15 +15,15 @@ const PASSWORD: &str = "S3cr3t-Passw0rd-Never-Shown";
 
 const CONFIG: &str = "# admin comment\nversion = 2\n\n[plugins]\n  [plugins.\"io.containerd.grpc.v1.cri\"]\n    sandbox_image = \"registry.k8s.io/pause:3.9\"\n";
 
+/// The Secret manifest: harbor.example.org mirrors, INSECURE as given, credentials or not.
 fn secret(mirrors: &str, insecure: &str, with_password: bool) -> String {
-    let creds = if with_password {
-        format!("  USERNAME: robot\n  PASSWORD: \"{PASSWORD}\"\n")
-    } else {
-        String::new()
-    };
-    format!(
-        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: registry-info\n  namespace: jet-system\nstringData:\n  DOMAIN: harbor.example.org\n  BASE_PATH: airgap-images\n  INSECURE: \"{insecure}\"\n{creds}  MIRROR_REGISTRIES: \"{mirrors}\"\n"
-    )
+    let mut pairs = common::base_pairs(mirrors);
+    common::set(&mut pairs, "INSECURE", insecure);
+    if with_password {
+        common::set(&mut pairs, "USERNAME", "robot");
+        common::set(&mut pairs, "PASSWORD", PASSWORD);
+    }
+    common::manifest(&pairs)
 }
 
 const TWO: &str = "docker.io::harbor.example.org/airgap-images/docker.io,quay.io::harbor.example.org/airgap-images/quay.io";

@@ -17,18 +17,13 @@ const CONFIG: &str = "version = 2\n\n# admin settings\n[plugins.\"io.containerd.
 const NS: &str = "jet-system";
 const NAME: &str = "registry-info";
 
+/// The Secret's data: harbor.example.org mirrors, INSECURE as given, with credentials.
 fn data(mirrors: &str, insecure: &str) -> BTreeMap<String, String> {
-    [
-        ("DOMAIN", "harbor.example.org"),
-        ("BASE_PATH", "airgap-images"),
-        ("INSECURE", insecure),
-        ("USERNAME", "robot"),
-        ("PASSWORD", "kube-secret-pw-123"),
-        ("MIRROR_REGISTRIES", mirrors),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect()
+    let mut pairs = common::base_pairs(mirrors);
+    common::set(&mut pairs, "INSECURE", insecure);
+    common::set(&mut pairs, "USERNAME", "robot");
+    common::set(&mut pairs, "PASSWORD", "kube-secret-pw-123");
+    pairs.into_iter().filter(|(_, v)| !v.is_empty()).collect()
 }
 
 struct Agent {
