@@ -158,9 +158,9 @@ type Current = Option<(Vec<u8>, u32)>;
 /// config.toml's text (the starting text when it does not exist).
 fn current_text(current: &Current) -> Result<String, ApplyError> {
     match current {
-        Some((bytes, _)) => String::from_utf8(bytes.clone()).map_err(|_| {
-            ApplyError::Render(RenderError::Parse("config.toml is not UTF-8 text".into()))
-        }),
+        Some((bytes, _)) => {
+            String::from_utf8(bytes.clone()).map_err(|_| ApplyError::Render(RenderError::NotUtf8))
+        }
         None => Ok(NEW_CONFIG.to_string()),
     }
 }

@@ -80,9 +80,7 @@ pub fn decide(
         }
     };
     if resolved == WriteMode::Legacy && v3 {
-        return Err(RenderError::Conflict(
-            "legacy mode needs config version 1 or 2; this file is version 3 or later (use --mode hosts)".into(),
-        ));
+        return Err(RenderError::LegacyNeedsV2);
     }
     Ok(Decision {
         resolved,
@@ -145,9 +143,11 @@ fn readable(v: ContainerdVersion, file: ConfigVersion) -> Result<(), RenderError
     if n <= max {
         return Ok(());
     }
-    Err(RenderError::Conflict(format!(
-        "containerd {v} reads config versions up to {max}; this file is version {n}, so nothing written into it would take effect (is --containerd-version right?)"
-    )))
+    Err(RenderError::TooNewForRuntime {
+        runtime: v,
+        max,
+        file: n,
+    })
 }
 
 /// Refuse legacy mode on containerd ≥ 2.0 when what it would write is ignored there.
@@ -169,10 +169,10 @@ fn legacy_on_2x(
     if ignored.is_empty() {
         return Ok(());
     }
-    Err(RenderError::Conflict(format!(
-        "--mode legacy on containerd {v}: it ignores {}; pulls would not use the mirror as configured. Use --mode hosts (or auto)",
-        ignored.join(" and ")
-    )))
+    Err(RenderError::LegacyIgnored {
+        runtime: v,
+        ignored,
+    })
 }
 
 #[cfg(test)]

@@ -47,10 +47,10 @@ pub fn apply(
     if let Some(p) = version::lookup(doc, &cp).and_then(|i| i.as_str())
         && !p.is_empty()
     {
-        return Err(RenderError::Conflict(format!(
-            "it sets {} = {p:?}; containerd refuses legacy mirrors next to config_path (the CRI plugin would not load). Use --mode hosts (or auto)",
-            super::owned::dotted(&cp)
-        )));
+        return Err(RenderError::MirrorsNextToConfigPath {
+            path: cp,
+            value: p.to_string(),
+        });
     }
     for m in &spec.mirrors {
         let path = key(registry, &["mirrors", &mirror_key(&m.source), "endpoint"]);

@@ -7,6 +7,7 @@
 
 pub mod decide;
 pub mod eol;
+pub mod error;
 pub mod hosts;
 pub mod legacy;
 pub mod owned;
@@ -19,22 +20,10 @@ use serde::{Deserialize, Serialize};
 use toml_edit::DocumentMut;
 
 use crate::spec::RegistrySpec;
+pub use error::RenderError;
 pub use owned::{ConfigOwnership, OwnedValue};
 pub use preserve::canonical;
 pub use version::ConfigVersion;
-
-/// Why a render was refused. Nothing is written when this happens.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum RenderError {
-    #[error("config.toml does not parse: {0}")]
-    Parse(String),
-    #[error("config.toml: {0}")]
-    Config(String),
-    #[error("config.toml: {0}")]
-    Conflict(String),
-    #[error("state: {0}")]
-    State(String),
-}
 
 /// Which way to configure mirrors (`--mode`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -238,11 +227,10 @@ impl HostsMode<'_> {
     ) -> Result<Vec<ManagedFile>, RenderError> {
         let conflicts = legacy_conflicts(doc, self.registry);
         if !conflicts.is_empty() {
-            return Err(RenderError::Conflict(format!(
-                "{} holds {} not owned by regmirror; containerd will not load them together with config_path (remove them, or use --mode legacy)",
-                owned::dotted(self.registry),
-                conflicts.join(", ")
-            )));
+            return Err(RenderError::AdminLegacyEntries {
+                table: self.registry.to_vec(),
+                entries: conflicts,
+            });
         }
         warnings.extend(decide::split_list_warning(self.existing, self.containerd));
         if decide::writes_config_path(self.existing, self.containerd) {
@@ -263,12 +251,11 @@ impl HostsMode<'_> {
         m: &crate::spec::Mirror,
     ) -> Result<ManagedFile, RenderError> {
         let text = hosts::hosts_toml(spec, m, self.ca_file);
-        text.parse::<DocumentMut>().map_err(|e| {
-            RenderError::Config(format!(
-                "internal: rendered hosts.toml for {} does not parse: {e}",
-                m.source
-            ))
-        })?;
+        text.parse::<DocumentMut>()
+            .map_err(|e| RenderError::Internal {
+                what: format!("hosts.toml for {}", m.source),
+                why: e.to_string(),
+            })?;
         Ok(ManagedFile {
             path: self
                 .certs_dir
@@ -317,10 +304,9 @@ fn print_config(
         base,
     });
     // Never hand containerd a file that does not parse.
-    parse(&config).map_err(|e| {
-        RenderError::Config(format!(
-            "internal: rendered config.toml does not parse: {e}"
-        ))
+    parse(&config).map_err(|e| RenderError::Internal {
+        what: "config.toml".into(),
+        why: e.to_string(),
     })?;
     Ok(config)
 }

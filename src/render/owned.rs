@@ -154,10 +154,10 @@ fn ensure_table<'a>(
         match item {
             Item::Table(t) => cur = t,
             _ => {
-                return Err(RenderError::Config(format!(
-                    "{} is {kind}; regmirror can only add to a [table] here",
-                    dotted(&path[..=i])
-                )));
+                return Err(RenderError::NotATable {
+                    path: path[..=i].to_vec(),
+                    kind,
+                });
             }
         }
     }
@@ -227,10 +227,10 @@ pub fn set_value(
                     Some(prev)
                 }
                 _ => {
-                    return Err(RenderError::Config(format!(
-                        "{} is {kind}, expected a value",
-                        dotted(path)
-                    )));
+                    return Err(RenderError::NotAValue {
+                        path: path.to_vec(),
+                        kind,
+                    });
                 }
             }
         }
@@ -282,11 +282,10 @@ pub fn unapply(doc: &mut DocumentMut, own: &ConfigOwnership) -> Result<(), Rende
             Some(prev) => {
                 let mut v: Value = prev.repr.parse().map_err(|e| {
                     // Not the value itself: it may be an admin's password.
-                    RenderError::State(format!(
-                        "previous value of {} does not parse ({})",
-                        dotted(&ov.path),
-                        super::toml_error(&prev.repr, &e)
-                    ))
+                    RenderError::BadPrevious {
+                        path: ov.path.clone(),
+                        why: super::toml_error(&prev.repr, &e),
+                    }
                 })?;
                 v.decor_mut().set_prefix(prev.prefix.clone());
                 v.decor_mut().set_suffix(prev.suffix.clone());

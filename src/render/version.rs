@@ -23,12 +23,11 @@ pub fn detect(doc: &DocumentMut) -> Result<ConfigVersion, RenderError> {
             Some(1) => Ok(ConfigVersion::V1),
             Some(2) => Ok(ConfigVersion::V2),
             Some(n) if n >= 3 => Ok(ConfigVersion::V3Plus(n)),
-            _ => Err(RenderError::Config(format!(
-                "version = {} is not a containerd config version (1, 2, 3 or later)",
-                v.to_string().trim()
-            ))),
+            _ => Err(RenderError::BadVersion {
+                value: v.to_string().trim().to_string(),
+            }),
         },
-        Some(_) => Err(RenderError::Config("version must be an integer".into())),
+        Some(_) => Err(RenderError::VersionNotInteger),
     }
 }
 
