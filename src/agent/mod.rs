@@ -41,6 +41,8 @@ pub struct Ctx {
     /// The version the last reconcile decided for (to log a change once).
     pub containerd: Option<ContainerdVersion>,
     pub decided: bool,
+    /// The last version came over the CRI socket or the flag (cheap to ask again).
+    pub cheap_detect: bool,
     pub restarter: Box<dyn Restarter>,
     pub jitter: Duration,
     pub on_delete: OnDelete,
@@ -133,6 +135,7 @@ async fn run_async(config: AgentConfig) -> anyhow::Result<()> {
         probe: config.probe.clone(),
         containerd: None,
         decided: false,
+        cheap_detect: false,
         restarter: Box::new(config.reloader.clone()),
         jitter: config.restart_jitter,
         on_delete: config.on_delete,

@@ -45,8 +45,22 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 }
 
 /// The renderer's choice for this reconcile: `--mode` and the node's containerd, asked now.
-async fn decide_for(ctx: &mut Ctx) -> Choice {
+///
+/// A version that came over the CRI socket is asked again every time (one RPC). One that needed
+/// the `containerd --version` fallback (a process) is reused for Secret changes and asked again
+/// on file events (the socket made anew by a restart or an upgrade) and resyncs.
+async fn decide_for(ctx: &mut Ctx, trigger: Trigger) -> Choice {
+    if ctx.decided && !ctx.cheap_detect && trigger == Trigger::Source {
+        return Choice {
+            mode: ctx.mode,
+            containerd: ctx.containerd,
+        };
+    }
     let node = crate::runtime::detect::detect(&ctx.probe).await;
+    ctx.cheap_detect = matches!(
+        node.source,
+        Some(crate::runtime::VersionSource::Cri(_) | crate::runtime::VersionSource::Flag)
+    );
     if !ctx.decided || node.version != ctx.containerd {
         ctx.decided = true;
         if node.version.is_some() {
@@ -66,7 +80,7 @@ async fn decide_for(ctx: &mut Ctx) -> Choice {
 async fn converge(ctx: &mut Ctx, spec: Option<RegistrySpec>, trigger: Trigger) -> Outcome {
     let hash = spec.as_ref().map(RegistrySpec::hash);
     let label = hash.clone().unwrap_or_else(|| "revert".into());
-    let choice = decide_for(ctx).await;
+    let choice = decide_for(ctx, trigger).await;
     let spec = Arc::new(spec);
     let (paths, s) = (ctx.paths.clone(), spec.clone());
     let plan = match blocking(move || apply::plan(&paths, s.as_ref().as_ref(), choice)).await {

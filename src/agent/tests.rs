@@ -92,6 +92,7 @@ fn node(version: &str) -> Node {
         },
         containerd: None,
         decided: false,
+        cheap_detect: false,
         restarter: Box::new(fake.clone()),
         jitter: std::time::Duration::ZERO,
         on_delete: OnDelete::Revert,
