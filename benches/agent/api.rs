@@ -150,6 +150,19 @@ impl Agent {
         self.p.log()
     }
 
+    /// Wait (≤ 60 s) until config.toml holds `marker` (the first Secret); panics with the log.
+    pub(crate) fn first_apply(&mut self, marker: &str, seen: &mut BTreeSet<usize>) {
+        if self
+            .wait_for(|s| s.contains(marker), Duration::from_secs(60), seen)
+            .is_none()
+        {
+            panic!(
+                "the agent never applied the first Secret; log:\n{}",
+                self.log()
+            );
+        }
+    }
+
     /// `regmirror_applies_total{result="…"}`.
     pub(crate) fn applies(&self, result: &str) -> u64 {
         self.p
@@ -206,15 +219,7 @@ pub(crate) fn propagation(
     let mut seen = BTreeSet::new();
     let m0 = rev_marker(0);
     let t = Instant::now();
-    if agent
-        .wait_for(|s| s.contains(&m0), Duration::from_secs(60), &mut seen)
-        .is_none()
-    {
-        panic!(
-            "the agent never applied the first Secret; log:\n{}",
-            agent.log()
-        );
-    }
+    agent.first_apply(&m0, &mut seen);
     let startup = t.elapsed();
     let changed0 = agent.changed_at_least(1);
     let run_deadline = Instant::now() + Duration::from_secs(max_secs);
@@ -276,15 +281,7 @@ pub(crate) fn coalesce(bin: &Path, updates: usize, gap_ms: u64) {
     let mut agent = Agent::start(bin, &api, common::DEFAULT_CONFIG, None);
     let mut seen = BTreeSet::new();
     let m0 = rev_marker(0);
-    if agent
-        .wait_for(|s| s.contains(&m0), Duration::from_secs(60), &mut seen)
-        .is_none()
-    {
-        panic!(
-            "the agent never applied the first Secret; log:\n{}",
-            agent.log()
-        );
-    }
+    agent.first_apply(&m0, &mut seen);
     let changed0 = agent.changed_at_least(1);
     seen.clear();
     let first = Instant::now();

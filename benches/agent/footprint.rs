@@ -113,12 +113,7 @@ pub(crate) fn footprint(bin: &Path, secs: u64) {
     let mut agent = Agent::start(bin, &api, common::DEFAULT_CONFIG, None);
     let mut seen = BTreeSet::new();
     let m0 = rev_marker(0);
-    if agent
-        .wait_for(|s| s.contains(&m0), Duration::from_secs(60), &mut seen)
-        .is_none()
-    {
-        panic!("the agent never applied the Secret; log:\n{}", agent.log());
-    }
+    agent.first_apply(&m0, &mut seen);
     std::thread::sleep(Duration::from_secs(3));
     let pid = agent.pid();
     let open_watches = api
