@@ -6,7 +6,9 @@
 #                               # on an idle machine; 8 min with other work on the 2 cores)
 #   QUICK=1 scripts/bench.sh    # fewer rounds/updates, 10 s idle window (a smoke run, ~2 min)
 #   ONLY="merge propagation" scripts/bench.sh   # a subset: criterion hyperfine merge mem
-#                                               # propagation scale coalesce footprint
+#                                               # propagation scale coalesce floor footprint
+#   REGMIRROR_BIN=/path/to/regmirror scripts/bench.sh   # measure another build of regmirror
+#                                               # (the bench drivers are still built here)
 #
 # Figures are printed to stdout and kept in $BENCH_OUT (default $CARGO_TARGET_DIR/bench-out, i.e.
 # target/bench-out). On a shared 2-core machine absolute times are noisy: read the ratios
@@ -20,9 +22,9 @@ case "$TARGET" in /*) ;; *) TARGET="$PWD/$TARGET" ;; esac
 export CARGO_TARGET_DIR="$TARGET"
 OUT=${BENCH_OUT:-$TARGET/bench-out}
 QUICK=${QUICK:-0}
-ONLY=${ONLY:-"criterion hyperfine merge mem propagation scale coalesce footprint"}
+ONLY=${ONLY:-"criterion hyperfine merge mem propagation scale coalesce floor footprint"}
 FIX="$OUT/fixtures"
-BIN="$TARGET/release/regmirror"
+BIN="${REGMIRROR_BIN:-$TARGET/release/regmirror}"
 # The merge is what is measured: name the containerd version, so that no run spends its time
 # asking a node that has no containerd socket here (`containerd --version` would be spawned).
 export REGMIRROR_CONTAINERD_VERSION="${REGMIRROR_CONTAINERD_VERSION:-1.7.24}"
@@ -46,7 +48,7 @@ PY=$(python3 -c 'import sys; print(sys.executable)')
 # --- builds (release: lto=fat, strip; the bench targets use the same settings)
 say "build"
 cargo build --release 2>&1 | tail -1
-cargo bench --no-run --bench render --bench agent 2>&1 | tail -1
+cargo bench --no-run --bench render --bench agent --bench yardstick 2>&1 | tail -1
 agent() { cargo bench -q --bench agent -- --bin "$BIN" "$@"; }
 
 say "machine"
@@ -114,7 +116,28 @@ if want coalesce; then
     agent coalesce --updates 20 --gap-ms 50
 fi
 
-if want footprint; then
+if want floor; then
+    say "floor: regmirror vs one toml_edit parse + edit + print + atomic write (issue 13)"
+    # The yardstick (benches/yardstick.rs, release profile) is run as a plain program: only its
+    # own process is timed, not cargo.
+    YARD=$(cargo bench --no-run --bench yardstick --message-format=json 2>/dev/null | "$PY" -c '
+import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "yardstick" and m.get("executable"):
+        print(m["executable"])' | tail -1)
+    [ -x "$YARD" ] || { echo "the yardstick executable was not found"; exit 1; }
+    echo "regmirror: $BIN; yardstick: $YARD"
+    if [ "$QUICK" = 1 ]; then R=5 K=1 U=10 S=20; else R=11 K=3 U=40 S=60; fi
+    agent floor --dir "$FIX" --yardstick "$YARD" --python "$PY" --rounds "$R" --rss-repeat "$K"
+    agent agent-vs-apply --updates "$U" --config admin1000 --mirrors 1 --debounce 0s
+    # Idle wake-ups, no systemd watchdog: the file source, then the watch on the fake API server.
+    agent footprint --secs "$S" --source file
+    agent footprint --secs "$S" --source kube
+fi
+
+# (the floor section already ran the kube-watch footprint)
+if want footprint && ! want floor; then
     say "footprint: idle agent"
     agent footprint --secs "$([ "$QUICK" = 1 ] && echo 10 || echo 60)"
 fi

@@ -1,40 +1,99 @@
-//! Redaction for everything regmirror shows a person: values of credential keys in TOML texts
-//! (`password`, `auth`, `identitytoken`, `Authorization`) become `"***"`.
+//! Redaction for everything regmirror shows a person: in a TOML text, the value of every key
+//! that names a credential (`password`, `auth`, `identitytoken`, `Authorization`, any spelling:
+//! quoted, literal, dotted, upper case, inside inline tables, multi-line) becomes `"***"`.
+//! Redaction works on the parsed document, never on lines; a text that does not parse is not
+//! shown at all.
 
-const SECRET_KEYS: [&str; 4] = ["password", "auth", "identitytoken", "authorization"];
+use std::ops::Range;
 
-/// Replace the value of every credential key line with `"***"`.
-pub fn redact_toml(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for line in text.split_inclusive('\n') {
-        let trimmed = line.trim_start();
-        let key_end = trimmed
-            .find(|c: char| c == '=' || c.is_whitespace())
-            .unwrap_or(trimmed.len());
-        let key = trimmed[..key_end].trim_matches('"').to_ascii_lowercase();
-        let after = trimmed[key_end..].trim_start();
-        if SECRET_KEYS.contains(&key.as_str()) && after.starts_with('=') {
-            let indent = &line[..line.len() - trimmed.len()];
-            out.push_str(&format!("{indent}{} = \"***\"", &trimmed[..key_end]));
-            if line.ends_with('\n') {
-                out.push('\n');
-            }
-        } else {
-            out.push_str(line);
-        }
+use toml_edit::{Document, Item, TableLike, Value};
+
+/// Shown instead of a text that does not parse (it may hold credentials anywhere).
+pub const UNPARSED: &str =
+    "# (this file does not parse as TOML; its contents are not shown: they may hold credentials)\n";
+
+/// True for a key whose value is a credential.
+fn is_secret_key(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    ["password", "auth", "token", "secret"]
+        .iter()
+        .any(|w| k.contains(w))
+}
+
+fn collect_table(t: &dyn TableLike, spans: &mut Vec<Range<usize>>) {
+    for (key, item) in t.iter() {
+        collect_item(is_secret_key(key), item, spans);
     }
+}
+
+fn collect_item(secret: bool, item: &Item, spans: &mut Vec<Range<usize>>) {
+    match item {
+        Item::Value(v) => collect_value(secret, v, spans),
+        Item::Table(t) => collect_table(t, spans),
+        Item::ArrayOfTables(a) => a.iter().for_each(|t| collect_table(t, spans)),
+        Item::None => {}
+    }
+}
+
+fn collect_value(secret: bool, v: &Value, spans: &mut Vec<Range<usize>>) {
+    if secret {
+        spans.extend(v.span());
+        return;
+    }
+    match v {
+        Value::InlineTable(t) => collect_table(t, spans),
+        Value::Array(a) => a.iter().for_each(|x| collect_value(false, x, spans)),
+        _ => {}
+    }
+}
+
+/// `text` with every credential value replaced by `"***"` (see the module doc).
+pub fn redact_toml(text: &str) -> String {
+    let Ok(doc) = Document::parse(text) else {
+        return UNPARSED.to_string();
+    };
+    let mut spans = Vec::new();
+    collect_table(doc.as_table(), &mut spans);
+    spans.sort_by_key(|r| r.start);
+    let mut out = String::with_capacity(text.len());
+    let mut at = 0;
+    for r in spans {
+        if r.start < at {
+            continue;
+        }
+        out.push_str(&text[at..r.start]);
+        out.push_str("\"***\"");
+        at = r.end;
+    }
+    out.push_str(&text[at..]);
     out
 }
 
 #[cfg(test)]
 mod tests {
+    use super::redact_toml;
+
     #[test]
-    fn redacts_values_only() {
+    fn redacts_values_in_every_spelling() {
         let t = "username = \"u\"\n  password = \"p@ss\" # c\nAuthorization = \"Basic eA==\"\nauths = 1\n";
-        let r = super::redact_toml(t);
         assert_eq!(
-            r,
-            "username = \"u\"\n  password = \"***\"\nAuthorization = \"***\"\nauths = 1\n"
+            redact_toml(t),
+            "username = \"u\"\n  password = \"***\" # c\nAuthorization = \"***\"\nauths = \"***\"\n"
         );
+        for t in [
+            "[a]\n\"password\" = \"pw1\"\n",
+            "[a]\n'PASSWORD' = 'pw1'\n",
+            "[a]\nauth.password = \"pw1\"\n",
+            "[a]\nauth = { username = \"u\", password = \"pw1\" }\n",
+            "[a]\nx = { cfg = { password = \"pw1\" } }\n",
+            "[a]\npassword = \"\"\"\npw1\n\"\"\"\n",
+            "[h.header]\nAuthorization = [\"Basic pw1\"]\n",
+            "[[a]]\nidentitytoken = \"pw1\"\n",
+        ] {
+            let r = redact_toml(t);
+            assert!(!r.contains("pw1"), "{t} → {r}");
+            assert!(r.contains("\"***\""), "{r}");
+        }
+        assert!(!redact_toml("password = \"pw1\" broken").contains("pw1"));
     }
 }

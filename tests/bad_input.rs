@@ -859,7 +859,7 @@ fn cases() -> Vec<Case> {
         // ---- files and directories
         case(
             "config.toml is a directory",
-            &["read", "config.toml", "Is a directory"],
+            &["read", "config.toml", "is a directory, not a regular file"],
             |i| {
                 i.prepare.push(Box::new(|e: &Env| {
                     fs::remove_file(&e.config).unwrap();

@@ -24,7 +24,26 @@ fn secret(mirrors: &str, user: &str) -> String {
     )
 }
 
-/// Every regular file under `root` (relative path → bytes), the lock and temp files excluded.
+/// regmirror's temp files under `root` (a killed run may leave one; the next run removes it).
+fn temp_files(root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            let name = p.file_name().unwrap().to_string_lossy().to_string();
+            if p.is_dir() {
+                stack.push(p);
+            } else if name.contains(".regmirror-") && name.ends_with(".tmp") {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// Every regular file under `root` (relative path → bytes), the lock and temp files excluded
+/// (temp files are checked by [`temp_files`]).
 fn tree(root: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
     let mut out = BTreeMap::new();
     let mut stack = vec![root.to_path_buf()];
@@ -161,6 +180,7 @@ fn sigkill_at_random_moments_leaves_whole_files_and_converges() {
     let _ = &durations;
     let t0 = Instant::now();
     let (mut kills, mut finished_before_kill) = (0usize, 0usize);
+    let mut temps_after_kills = 0usize;
     while kills < KILLS && t0.elapsed() < TIME_LIMIT {
         let which = rng.random_range(0..2);
         let mut child = Command::new(BIN)
@@ -181,6 +201,7 @@ fn sigkill_at_random_moments_leaves_whole_files_and_converges() {
             finished_before_kill += 1;
         }
         kills += 1;
+        temps_after_kills += temp_files(&root).len();
 
         // Every file: whole, one of the known versions, and TOML that parses.
         let now = managed(&tree(&root));
@@ -226,10 +247,15 @@ fn sigkill_at_random_moments_leaves_whole_files_and_converges() {
                 reference[target],
                 "apply after kill {kills} did not converge"
             );
+            let left = temp_files(&root);
+            assert!(
+                left.is_empty(),
+                "temp files left after a complete apply: {left:?}"
+            );
         }
     }
     eprintln!(
-        "{kills} SIGKILLs in {:?} ({finished_before_kill} runs had already finished); every file whole after each",
+        "{kills} SIGKILLs in {:?} ({finished_before_kill} runs had already finished); every file whole after each; {temps_after_kills} temp files seen right after kills, none after a complete apply or revert",
         t0.elapsed()
     );
     assert!(kills >= 100, "too few kills in the time limit: {kills}");
@@ -243,4 +269,6 @@ fn sigkill_at_random_moments_leaves_whole_files_and_converges() {
         original,
         "revert after the storm gives the original back"
     );
+    let left = temp_files(&root);
+    assert!(left.is_empty(), "temp files left after revert: {left:?}");
 }

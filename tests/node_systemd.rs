@@ -794,23 +794,6 @@ fn secret_edits_restart_once_in_legacy_and_never_in_hosts_mode() {
     eprintln!("regmirror journal:\n{}", story(&node.journal(UNIT)));
 }
 
-/// The containerd drop-in's `ExecStartPre=` script: once, when the marker exists, an admin edit
-/// racing regmirror's restart puts `config_path` next to the legacy mirrors (containerd 1.6 then
-/// does not load its CRI plugin).
-const INJECT: &str = r#"#!/bin/sh
-# Written by tests/node_systemd.rs (ExecStartPre of containerd.service).
-M=/run/regmirror-test/inject-config-path
-[ -e "$M" ] || exit 0
-rm -f "$M"
-C=/etc/containerd/config.toml
-awk -v hdr='[plugins."io.containerd.grpc.v1.cri".registry]' -v line='config_path = "/nonexistent/certs.d"' '
-    { t = $0; gsub(/^[ \t]+|[ \t]+$/, "", t); print }
-    t == hdr { print "  " line; done = 1 }
-    END { if (!done) { print ""; print hdr; print "  " line } }
-' "$C" > "$C.inject" && mv "$C.inject" "$C" || exit 1
-echo "regmirror-test: injected config_path into $C"
-"#;
-
 /// Case 4: a change that stops containerd's CRI plugin from loading is rolled back: regmirror's
 /// health check sees UNIMPLEMENTED, it restores the last good files, restarts containerd, which
 /// is healthy on the previous mirror; the journal and /metrics say so; the unit stays active.
@@ -820,14 +803,7 @@ fn bad_config_is_rolled_back_and_reported() {
     let a = mirror(Kind::Plain, &["1"]);
     let b = mirror(Kind::Plain, &["1"]);
     let e = edge("rollback", &plain_secret(&a), &[], |node| {
-        let script = node.path("/usr/local/sbin/regmirror-test-inject");
-        std::fs::write(&script, INJECT).unwrap();
-        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-        node.ok(
-            "mkdir -p /etc/systemd/system/containerd.service.d /run/regmirror-test && \
-             printf '[Service]\\nExecStartPre=/usr/local/sbin/regmirror-test-inject\\n' \
-             > /etc/systemd/system/containerd.service.d/regmirror-test.conf && systemctl daemon-reload",
-        );
+        node.install_config_path_injector();
     });
     let node = &e.node;
     let good = read_node(node, "/etc/containerd/config.toml");
@@ -836,7 +812,7 @@ fn bad_config_is_rolled_back_and_reported() {
     let status_a = e.trace.status.clone();
 
     // Arm the racing edit, then change the Secret (mirror B).
-    node.ok("touch /run/regmirror-test/inject-config-path");
+    node.arm_config_path_injector();
     let t = Instant::now();
     write_secret(node, &plain_secret(&b));
     poll_every(SETTLE, Duration::from_millis(200), || {
@@ -872,7 +848,7 @@ fn bad_config_is_rolled_back_and_reported() {
         journal.contains("healthy again on the previous configuration"),
         "{journal}"
     );
-    assert!(!node.path("/run/regmirror-test/inject-config-path").exists());
+    assert!(!node.path(node_support::INJECT_MARKER).exists());
 
     // The outcome: good files back, containerd healthy on A, the agent still running.
     assert_eq!(read_node(node, "/etc/containerd/config.toml"), good);

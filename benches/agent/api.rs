@@ -63,22 +63,49 @@ pub(crate) struct Agent {
     pub(crate) _watcher: notify::RecommendedWatcher,
 }
 
+/// Where the agent reads the Secret from.
+pub(crate) enum Source<'a> {
+    /// The fake API server (`--kubeconfig`).
+    Kube(&'a Api),
+    /// A manifest file with this text (`--secret-file`).
+    File(&'a str),
+}
+
 impl Agent {
     pub(crate) fn start(bin: &Path, api: &Api, config_text: &str, debounce: Option<&str>) -> Agent {
+        Agent::start_from(bin, Source::Kube(api), config_text, debounce)
+    }
+
+    pub(crate) fn start_from(
+        bin: &Path,
+        source: Source<'_>,
+        config_text: &str,
+        debounce: Option<&str>,
+    ) -> Agent {
         let dir = tempfile::tempdir().expect("tempdir");
         let etc = dir.path().join("etc");
         fs::create_dir_all(&etc).expect("mkdir");
         let config = etc.join("config.toml");
         fs::write(&config, config_text).expect("write config");
-        let kubeconfig = dir.path().join("kubeconfig");
-        fs::write(
-            &kubeconfig,
-            format!(
-                "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {}\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    user: fake\ncurrent-context: fake\nusers:\n- name: fake\n  user: {{}}\n",
-                api.server.url()
-            ),
-        )
-        .expect("write kubeconfig");
+        let source_args: Vec<std::ffi::OsString> = match source {
+            Source::Kube(api) => {
+                let kubeconfig = dir.path().join("kubeconfig");
+                fs::write(
+                    &kubeconfig,
+                    format!(
+                        "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {}\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    user: fake\ncurrent-context: fake\nusers:\n- name: fake\n  user: {{}}\n",
+                        api.server.url()
+                    ),
+                )
+                .expect("write kubeconfig");
+                vec!["--kubeconfig".into(), kubeconfig.into()]
+            }
+            Source::File(text) => {
+                let secret = dir.path().join("secret.yaml");
+                fs::write(&secret, text).expect("write secret");
+                vec!["--secret-file".into(), secret.into()]
+            }
+        };
         let (tx, events) = mpsc::channel();
         let mut watcher = notify::recommended_watcher(tx).expect("inotify");
         watcher
@@ -87,8 +114,7 @@ impl Agent {
         let make = || {
             let mut cmd = Command::new(bin);
             cmd.arg("run")
-                .arg("--kubeconfig")
-                .arg(&kubeconfig)
+                .args(&source_args)
                 .args(["--reload", "none", "--restart-jitter", "0"])
                 .arg("--config")
                 .arg(&config)
@@ -96,7 +122,11 @@ impl Agent {
                 .arg(dir.path().join("certs.d"))
                 .arg("--state-dir")
                 .arg(dir.path().join("state"))
-                .env_remove("KUBECONFIG");
+                .env_remove("KUBECONFIG")
+                // No systemd watchdog (and no sd_notify): what an idle agent does on its own.
+                .env_remove("NOTIFY_SOCKET")
+                .env_remove("WATCHDOG_USEC")
+                .env_remove("WATCHDOG_PID");
             if let Some(d) = debounce {
                 cmd.args(["--debounce", d]);
             }
@@ -200,6 +230,7 @@ pub(crate) fn status_field(pid: u32, field: &str) -> Option<u64> {
 pub(crate) fn config_for(name: &str) -> String {
     match name {
         "1mib" => common::config_1mib(),
+        "admin1000" => common::admin_mirrors_config(1000),
         _ => common::DEFAULT_CONFIG.to_string(),
     }
 }

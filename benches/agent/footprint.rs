@@ -105,12 +105,20 @@ pub(crate) fn clk_tck() -> u64 {
         .unwrap_or(100)
 }
 
-pub(crate) fn footprint(bin: &Path, secs: u64) {
+/// `source`: `kube` (a watch on the fake API server) or `file` (`--secret-file`, the same
+/// Secret as a manifest). No systemd watchdog either way (NOTIFY_SOCKET/WATCHDOG_USEC unset).
+pub(crate) fn footprint(bin: &Path, secs: u64, source: &str) {
     let size = fs::metadata(bin).map(|m| m.len()).unwrap_or(0);
     let api = Api::start();
     api.server
         .create_secret(NS, NAME, common::secret_strings(&rev_list(0, 3)));
-    let mut agent = Agent::start(bin, &api, common::DEFAULT_CONFIG, None);
+    let manifest = common::secret_yaml(&rev_list(0, 3));
+    let src = match source {
+        "file" => Source::File(&manifest),
+        "kube" => Source::Kube(&api),
+        other => panic!("--source {other}: kube or file"),
+    };
+    let mut agent = Agent::start_from(bin, src, common::DEFAULT_CONFIG, None);
     let mut seen = BTreeSet::new();
     let m0 = rev_marker(0);
     agent.first_apply(&m0, &mut seen);
@@ -146,9 +154,16 @@ pub(crate) fn footprint(bin: &Path, secs: u64) {
     let tck = clk_tck();
     let (run_ns, vol, invol) = window.totals();
     let ticks = u1.ticks.saturating_sub(u0.ticks);
-    println!(
-        "footprint: `regmirror run` idle {el:.0} s with an open watch (Secret with 3 mirrors applied; {open_watches} watch request(s) made so far; open watch streams at start/end of the window: {open0}/{open1})"
-    );
+    if source == "file" {
+        println!(
+            "footprint: `regmirror run --secret-file` idle {el:.0} s (file source, Secret with 3 mirrors applied, no systemd watchdog; {} API requests, as expected)",
+            req1
+        );
+    } else {
+        println!(
+            "footprint: `regmirror run` idle {el:.0} s with an open watch (Secret with 3 mirrors applied, no systemd watchdog; {open_watches} watch request(s) made so far; open watch streams at start/end of the window: {open0}/{open1})"
+        );
+    }
     println!(
         "  VmRSS {} KiB, VmHWM {} KiB, {} threads at the end ({} at most during the window)",
         rss.unwrap_or(0),
@@ -169,6 +184,10 @@ pub(crate) fn footprint(bin: &Path, secs: u64) {
         vol as f64 / el,
         req1 - req0,
         log1 - log0
+    );
+    println!(
+        "  idle context switches per minute, summed over threads ({source} source): {:.1}/min (goal 0)",
+        (vol + invol) as f64 / el * 60.0
     );
     println!(
         "  binary {}: {size} bytes ({:.1} MiB)",

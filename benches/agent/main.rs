@@ -8,7 +8,9 @@
 //! cargo bench --bench agent -- mem --dir DIR
 //! cargo bench --bench agent -- propagation [--updates 1000] [--mirrors 3] [--config default|1mib] [--debounce 0s]
 //! cargo bench --bench agent -- coalesce [--updates 20] [--gap-ms 50]
-//! cargo bench --bench agent -- footprint [--secs 60]
+//! cargo bench --bench agent -- footprint [--secs 60] [--source kube|file]
+//! cargo bench --bench agent -- floor --dir DIR --yardstick EXE [--rounds 9]
+//! cargo bench --bench agent -- agent-vs-apply [--updates 30] [--config admin1000]
 //! ```
 //!
 //! `propagation`, `coalesce` and `footprint` run the real `regmirror run` binary against the
@@ -24,10 +26,12 @@ mod common;
 mod support_kube;
 
 mod api;
+mod floor;
 mod footprint;
 mod merge;
 
 use api::*;
+use floor::*;
 use footprint::*;
 use merge::*;
 
@@ -111,6 +115,42 @@ enum Cmd {
     Footprint {
         #[arg(long, default_value_t = 60)]
         secs: u64,
+        /// `kube` (watch on the fake API server) or `file` (`--secret-file`).
+        #[arg(long, default_value = "kube")]
+        source: String,
+    },
+    /// Issue 13's floor: `regmirror apply`/`diff` (whole process) against the yardstick (one
+    /// toml_edit parse + edit + print + atomic write) and against tomlkit, interleaved, on the
+    /// 165 KB / 1,000-admin-mirror config and the 1 MiB config; peak RSS per config byte.
+    Floor {
+        #[arg(long)]
+        dir: PathBuf,
+        /// The built benches/yardstick.rs executable.
+        #[arg(long)]
+        yardstick: PathBuf,
+        #[arg(long, default_value_t = 9)]
+        rounds: usize,
+        /// GNU time runs per program for the peak RSS (median).
+        #[arg(long, default_value_t = 3)]
+        rss_repeat: usize,
+        #[arg(long, default_value = "python3")]
+        python: String,
+        #[arg(long, default_value = "scripts/bench")]
+        scripts: PathBuf,
+    },
+    /// The agent (`--debounce 0s`, fake API watch) against a one-shot `regmirror apply` of the
+    /// same change from the same files, pair by pair.
+    AgentVsApply {
+        #[arg(long, default_value_t = 30)]
+        updates: usize,
+        /// Mirrors in the Secret (the first one changes with every update).
+        #[arg(long, default_value_t = 1)]
+        mirrors: usize,
+        /// `admin1000` (165 KB), `default` or `1mib`.
+        #[arg(long, default_value = "admin1000")]
+        config: String,
+        #[arg(long, default_value = "0s")]
+        debounce: String,
     },
 }
 
@@ -142,6 +182,22 @@ fn main() {
             max_secs,
         } => propagation(&bin, updates, mirrors, &config, &debounce, max_secs),
         Cmd::Coalesce { updates, gap_ms } => coalesce(&bin, updates, gap_ms),
-        Cmd::Footprint { secs } => footprint(&bin, secs),
+        Cmd::Footprint { secs, source } => footprint(&bin, secs, &source),
+        Cmd::Floor {
+            dir,
+            yardstick,
+            rounds,
+            rss_repeat,
+            python,
+            scripts,
+        } => floor(
+            &bin, &dir, &yardstick, rounds, rss_repeat, &python, &scripts,
+        ),
+        Cmd::AgentVsApply {
+            updates,
+            mirrors,
+            config,
+            debounce,
+        } => agent_vs_apply(&bin, updates, mirrors, &config, &debounce),
     }
 }

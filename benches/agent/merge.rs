@@ -10,6 +10,10 @@ pub(crate) fn fixtures(dir: &Path) {
     let big = common::config_1mib();
     fs::write(dir.join("config-1mib.toml"), &big).expect("write");
     fs::write(dir.join("config-default.toml"), common::DEFAULT_CONFIG).expect("write");
+    let admin = common::admin_mirrors_config(1000);
+    fs::write(dir.join("config-admin-1000.toml"), &admin).expect("write");
+    fs::write(dir.join("secret-seed.yaml"), common::SEED_SECRET).expect("write");
+    fs::write(dir.join("mirrors-seed.txt"), common::seed_mirror_list()).expect("write");
     for n in SIZES {
         let list = common::mirror_list(n);
         fs::write(dir.join(format!("mirrors-{n}.txt")), &list).expect("write");
@@ -20,11 +24,12 @@ pub(crate) fn fixtures(dir: &Path) {
         .expect("write");
     }
     println!(
-        "fixtures in {}: config-1mib.toml ({} bytes, {} lines), config-default.toml ({} bytes), secret-{{10,100,1000}}.yaml, mirrors-{{10,100,1000}}.txt",
+        "fixtures in {}: config-1mib.toml ({} bytes, {} lines), config-default.toml ({} bytes), config-admin-1000.toml ({} bytes, 1,000 admin mirrors), secret-{{10,100,1000,seed}}.yaml, mirrors-{{10,100,1000,seed}}.txt",
         dir.display(),
         big.len(),
         big.lines().count(),
-        common::DEFAULT_CONFIG.len()
+        common::DEFAULT_CONFIG.len(),
+        admin.len()
     );
 }
 

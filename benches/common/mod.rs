@@ -137,6 +137,40 @@ pub fn config_1mib() -> String {
     padded_config(1 << 20)
 }
 
+/// The 1.7 default file with `n` admin-written `mirrors."regN.example"` tables (not regmirror's:
+/// no state names them), as a node image that predates regmirror may carry. 1,000 of them make
+/// the 165 KB config of issue 13's floor comparison; with such mirrors `auto` picks legacy mode
+/// on containerd 1.7, so the Secret's mirrors are added as tables next to them.
+pub fn admin_mirrors_config(n: usize) -> String {
+    let head = "      [plugins.\"io.containerd.grpc.v1.cri\".registry.mirrors]\n";
+    let at = DEFAULT_CONFIG.find(head).expect("registry.mirrors table") + head.len();
+    let mut out = String::with_capacity(DEFAULT_CONFIG.len() + n * 160);
+    out.push_str(&DEFAULT_CONFIG[..at]);
+    for i in 1..=n {
+        let _ = write!(
+            out,
+            "\n        [plugins.\"io.containerd.grpc.v1.cri\".registry.mirrors.\"reg{i}.example\"]\n          endpoint = [\"{}\"]\n",
+            endpoint(i)
+        );
+    }
+    out.push_str(&DEFAULT_CONFIG[at..]);
+    out
+}
+
+/// The seed's Secret manifest (`examples/registry-secret.yaml`: 7 mirrors, no credentials).
+pub const SEED_SECRET: &str = include_str!("../../examples/registry-secret.yaml");
+
+/// The MIRROR_REGISTRIES value of [`SEED_SECRET`].
+pub fn seed_mirror_list() -> String {
+    SEED_SECRET
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("MIRROR_REGISTRIES:"))
+        .expect("MIRROR_REGISTRIES in the seed Secret")
+        .trim()
+        .trim_matches('"')
+        .to_string()
+}
+
 /// Median of a sample (sorted copy).
 pub fn median(xs: &[f64]) -> f64 {
     percentile(xs, 50.0)

@@ -78,8 +78,10 @@ async fn decide_for(ctx: &mut Ctx, trigger: Trigger) -> Choice {
 
 /// Bring the files to `spec` (None: revert), reload, health-check, roll back on failure.
 async fn converge(ctx: &mut Ctx, spec: Option<RegistrySpec>, trigger: Trigger) -> Outcome {
-    let hash = spec.as_ref().map(RegistrySpec::hash);
-    let label = hash.clone().unwrap_or_else(|| "revert".into());
+    let label = spec
+        .as_ref()
+        .map(RegistrySpec::hash)
+        .unwrap_or_else(|| "revert".into());
     let choice = decide_for(ctx, trigger).await;
     let spec = Arc::new(spec);
     let (paths, s) = (ctx.paths.clone(), spec.clone());
@@ -87,6 +89,8 @@ async fn converge(ctx: &mut Ctx, spec: Option<RegistrySpec>, trigger: Trigger) -
         Ok(p) => p,
         Err(e) => return Outcome::Rejected { why: e.to_string() },
     };
+    // The state's keyed fingerprint (PASSWORD included): holding and drift compare with it.
+    let hash = plan.state_after.spec_hash.clone();
     if let Some(held) = held(ctx, &plan, &hash, &label) {
         return held;
     }
@@ -100,12 +104,14 @@ async fn converge(ctx: &mut Ctx, spec: Option<RegistrySpec>, trigger: Trigger) -
     if ctx.restarter.will_restart(plan.restart_needed) && wait_jitter(ctx).await {
         return Outcome::Stopping;
     }
-    write_and_reload(ctx, spec, choice, label, hash, drift).await
+    write_and_reload(ctx, plan, spec, choice, label, hash, drift).await
 }
 
-/// Write the plan (again, under the lock), reload, and roll back when the reload fails.
+/// Write the plan under the lock (made again only if its inputs changed meanwhile), reload,
+/// and roll back when the reload fails.
 async fn write_and_reload(
     ctx: &mut Ctx,
+    plan: Plan,
     spec: Arc<Option<RegistrySpec>>,
     choice: Choice,
     label: String,
@@ -113,7 +119,8 @@ async fn write_and_reload(
     drift: bool,
 ) -> Outcome {
     let (paths, s) = (ctx.paths.clone(), spec.clone());
-    let written = blocking(move || apply::apply_planned(&paths, s.as_ref().as_ref(), choice)).await;
+    let written =
+        blocking(move || apply::write_plan(&paths, plan, s.as_ref().as_ref(), choice)).await;
     let (plan, outcome) = match written {
         Ok(x) => x,
         Err(e) => {

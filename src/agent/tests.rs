@@ -30,6 +30,8 @@ struct Fake {
     fail: Mutex<bool>,
     reloads: Mutex<Vec<(bool, Option<Expectation>)>>,
     recovers: Mutex<usize>,
+    /// Runs inside the next reload, before it answers (a racing admin or manual apply).
+    during: Mutex<Option<Box<dyn FnOnce() + Send>>>,
 }
 
 impl Restarter for Arc<Fake> {
@@ -46,6 +48,9 @@ impl Restarter for Arc<Fake> {
             .unwrap()
             .push((restart_needed, expect.cloned()));
         let fail = *self.fail.lock().unwrap();
+        if let Some(f) = self.during.lock().unwrap().take() {
+            f();
+        }
         Box::pin(async move {
             match (fail, restart_needed) {
                 (true, true) => Err(ReloadError::Command {
@@ -272,4 +277,80 @@ async fn a_bad_secret_is_rejected_and_changes_nothing() {
     assert!(matches!(o, Outcome::Rejected { .. }), "{o:?}");
     assert_eq!(n.config(), CONFIG);
     assert!(n.fake.reloads.lock().unwrap().is_empty());
+}
+
+fn with_password(mut d: Desired, password: &str) -> Desired {
+    if let Desired::Present(Ok(data)) = &mut d {
+        data.insert("USERNAME".into(), b"alice".to_vec());
+        data.insert("PASSWORD".into(), password.as_bytes().to_vec());
+    }
+    d
+}
+
+#[tokio::test]
+async fn a_password_only_rotation_after_a_rollback_is_applied_not_held() {
+    let mut n = node("1.7.24");
+    *n.fake.fail.lock().unwrap() = true;
+    let first = with_password(secret("harbor.example.org"), "old-pw");
+    let o = n.run(first.clone(), Trigger::Source).await;
+    assert!(matches!(o, Outcome::RolledBack(_)), "{o:?}");
+    *n.fake.fail.lock().unwrap() = false;
+    let o = n.run(first, Trigger::Source).await;
+    assert!(
+        matches!(o, Outcome::Held { .. }),
+        "the same Secret stays held: {o:?}"
+    );
+    let rotated = with_password(secret("harbor.example.org"), "new-pw");
+    let o = n.run(rotated, Trigger::Source).await;
+    assert!(
+        matches!(o, Outcome::Applied(_)),
+        "a new PASSWORD is a new spec: {o:?}"
+    );
+    assert!(n.config().contains("new-pw"));
+    let state = std::fs::read_to_string(n.dir.path().join("state/state.json")).unwrap();
+    assert!(
+        !state.contains("old-pw") && !state.contains("new-pw"),
+        "{state}"
+    );
+}
+
+#[tokio::test]
+async fn a_rollback_never_undoes_a_manual_apply_made_meanwhile() {
+    let mut n = node("2.1.9");
+    *n.fake.fail.lock().unwrap() = true;
+    let paths = n.ctx.paths.clone();
+    // While the agent waits on containerd, an admin applies another Secret by hand.
+    *n.fake.during.lock().unwrap() = Some(Box::new(move || {
+        let d = match secret("manual.example.org") {
+            Desired::Present(Ok(d)) => d,
+            _ => unreachable!(),
+        };
+        let spec = crate::spec::parse_spec(&d).unwrap();
+        let choice = crate::render::Choice {
+            mode: Mode::Auto,
+            containerd: Some("2.1.9".parse().unwrap()),
+        };
+        crate::apply::apply(&paths, Some(&spec), choice).unwrap();
+    }));
+    let o = n.run(secret("harbor.example.org"), Trigger::Source).await;
+    let Outcome::RolledBack(r) = &o else {
+        panic!("{o:?}")
+    };
+    assert!(
+        r.back
+            .as_ref()
+            .is_err_and(|e| e.contains("not rolled back")),
+        "{r:?}"
+    );
+    let hosts = n.dir.path().join("certs.d/docker.io/hosts.toml");
+    let text = std::fs::read_to_string(&hosts).unwrap();
+    assert!(
+        text.contains("manual.example.org"),
+        "the manual apply stays:\n{text}"
+    );
+    let state = crate::apply::load_state(&n.ctx.paths).unwrap();
+    assert!(
+        state.files.iter().any(|f| f.path == hosts),
+        "and stays owned"
+    );
 }

@@ -1,11 +1,17 @@
 //! What regmirror owns and what it replaced, kept in `<state-dir>/state.json` so a later apply
 //! can remove only its own entries and `revert` can restore everything.
+//!
+//! state.json holds no file contents and no credential: what revert must give back (the admin's
+//! base text, replaced values, replaced files) lives in `<state-dir>/saved/<sha256>` (0600,
+//! content-addressed) and state.json names it `saved:<sha256>`. The state is bound to the
+//! config path and certs dir it was made for; any other pairing is refused.
 
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::render::{ConfigOwnership, WriteMode};
+use super::write::{self, Owner};
+use crate::render::{ConfigOwnership, WriteMode, sha256_hex};
 
 /// A managed file and what was at its path before regmirror wrote it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -19,12 +25,15 @@ pub struct OwnedFile {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct State {
     pub config: PathBuf,
+    /// The certs dir this state was made with (empty in states of older versions).
+    #[serde(default, skip_serializing_if = "is_empty_path")]
+    pub certs_dir: PathBuf,
     /// regmirror created config.toml (it did not exist): revert removes it.
     pub config_created: bool,
     /// config.toml's mode before regmirror changed it (credentials make it 0600).
     pub config_mode_before: Option<u32>,
     pub mode: Option<WriteMode>,
-    /// Hash of the applied spec (PASSWORD excluded).
+    /// Keyed fingerprint of the applied spec, PASSWORD included (see [`super::key`]).
     pub spec_hash: Option<String>,
     pub ownership: ConfigOwnership,
     pub files: Vec<OwnedFile>,
@@ -34,6 +43,10 @@ pub struct State {
     pub in_flight: bool,
     /// A spec that failed the containerd health check; not retried until it changes.
     pub bad_spec_hash: Option<String>,
+}
+
+fn is_empty_path(p: &Path) -> bool {
+    p.as_os_str().is_empty()
 }
 
 impl State {
@@ -68,4 +81,175 @@ impl State {
         s.in_flight = true;
         s
     }
+
+    /// Refuse a state made for other paths, or one that names files regmirror never writes
+    /// (`roots`: the certs dir and the config_path directories of config.toml).
+    pub fn check_bound(
+        &self,
+        config: &Path,
+        certs_dir: &Path,
+        roots: &[PathBuf],
+    ) -> Result<(), String> {
+        let owns = !self.is_empty() || self.in_flight || self.spec_hash.is_some();
+        if owns && !is_empty_path(&self.config) && !same_path(&self.config, config) {
+            return Err(format!(
+                "was made for config {}, not {}: run regmirror with --config {} (or another --state-dir)",
+                self.config.display(),
+                config.display(),
+                self.config.display()
+            ));
+        }
+        if owns && !is_empty_path(&self.certs_dir) && !same_path(&self.certs_dir, certs_dir) {
+            return Err(format!(
+                "was made with --certs-dir {}, not {}: revert with the first, then apply with the second",
+                self.certs_dir.display(),
+                certs_dir.display()
+            ));
+        }
+        for f in &self.files {
+            if !is_managed_file(&f.path, roots) {
+                return Err(format!(
+                    "names {}, outside the directories regmirror manages; refusing to act on it",
+                    f.path.display()
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn absolute(p: &Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+fn same_path(a: &Path, b: &Path) -> bool {
+    absolute(a) == absolute(b)
+}
+
+/// `<root>/<host>/hosts.toml` or `<root>/<host>/ca.crt`, no `..` anywhere.
+fn is_managed_file(path: &Path, roots: &[PathBuf]) -> bool {
+    let plain = path
+        .components()
+        .all(|c| !matches!(c, Component::ParentDir));
+    let name_ok = matches!(
+        path.file_name().and_then(|n| n.to_str()),
+        Some("hosts.toml" | "ca.crt")
+    );
+    let under = path
+        .parent()
+        .and_then(Path::parent)
+        .is_some_and(|g| roots.iter().any(|r| same_path(g, r)));
+    plain && name_ok && under
+}
+
+/// The largest state.json regmirror reads.
+const MAX_STATE_BYTES: u64 = 4 << 20;
+/// What a saved reference looks like in state.json.
+const SAVED: &str = "saved:";
+
+fn saved_dir(state_dir: &Path) -> PathBuf {
+    state_dir.join("saved")
+}
+
+/// Every string of the state that holds an admin's (or the Secret's) content.
+fn contents_mut(s: &mut State) -> Vec<&mut String> {
+    let own = &mut s.ownership;
+    let mut out: Vec<&mut String> = own
+        .values
+        .iter_mut()
+        .filter_map(|v| v.previous.as_mut().map(|p| &mut p.repr))
+        .collect();
+    if let Some(snap) = own.snapshot.as_mut() {
+        out.push(&mut snap.base);
+    }
+    out.extend(
+        s.files
+            .iter_mut()
+            .filter_map(|f| f.previous.as_mut().map(|p| &mut p.0)),
+    );
+    out
+}
+
+/// Why loading failed.
+pub type LoadError = (PathBuf, String);
+
+/// Load the state (`State::default()` when there is none), saved contents read back in.
+pub fn load(state_dir: &Path) -> Result<State, LoadError> {
+    let path = State::path(state_dir);
+    let read =
+        write::read_optional(&path, MAX_STATE_BYTES).map_err(|e| (path.clone(), e.to_string()))?;
+    let Some((bytes, _)) = read else {
+        return Ok(State::default());
+    };
+    let mut state: State = serde_json::from_slice(&bytes).map_err(|e| {
+        (
+            path.clone(),
+            format!(
+                "does not parse ({e}); move it away only if config.toml holds no regmirror entries"
+            ),
+        )
+    })?;
+    let dir = saved_dir(state_dir);
+    for text in contents_mut(&mut state) {
+        if let Some(sha) = text.strip_prefix(SAVED) {
+            let file = dir.join(sha);
+            let bytes = write::read_optional(&file, MAX_STATE_BYTES)
+                .map_err(|e| (file.clone(), e.to_string()))?
+                .ok_or_else(|| (file.clone(), "is missing (named by state.json)".to_string()))?;
+            *text =
+                String::from_utf8(bytes.0).map_err(|_| (file.clone(), "is not UTF-8".into()))?;
+        }
+    }
+    Ok(state)
+}
+
+/// Save the state: contents to `saved/`, then state.json, then saved contents no longer named
+/// are removed. Removes state.json when regmirror owns and remembers nothing.
+pub fn save(state_dir: &Path, state: &State) -> std::io::Result<()> {
+    let path = State::path(state_dir);
+    let dir = saved_dir(state_dir);
+    if state.is_empty() && !state.in_flight && state.bad_spec_hash.is_none() {
+        write::remove(&path)?;
+        write::remove(&state_dir.join("hash.key"))?;
+        return prune(&dir, &[]);
+    }
+    create_private_dir(state_dir)?;
+    let mut stored = state.clone();
+    let mut keep = Vec::new();
+    for text in contents_mut(&mut stored) {
+        let sha = sha256_hex(text);
+        let file = dir.join(&sha);
+        if !keep.contains(&sha) && !file.exists() {
+            create_private_dir(&dir)?;
+            write::write_atomic(&file, text.as_bytes(), 0o600, Owner::Caller)?;
+        }
+        *text = format!("{SAVED}{sha}");
+        keep.push(sha);
+    }
+    let json = serde_json::to_vec_pretty(&stored).expect("state serializes");
+    write::write_atomic(&path, &json, 0o600, Owner::Caller)?;
+    prune(&dir, &keep)
+}
+
+pub(super) fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    if !dir.exists() {
+        write::create_dirs(dir)?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}
+
+/// Remove the saved contents not in `keep` (and the directory once empty).
+fn prune(dir: &Path, keep: &[String]) -> std::io::Result<()> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(());
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !keep.contains(&name) {
+            write::remove(&e.path())?;
+        }
+    }
+    write::remove_dir_if_empty(dir)
 }

@@ -77,40 +77,241 @@ pub fn create_dirs(dir: &Path) -> io::Result<Vec<PathBuf>> {
     Ok(missing)
 }
 
-/// Replace `path` with `contents` atomically. Mode is `mode`; owner is the replaced file's
-/// owner (new files: the caller's).
-pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
-    let dir = parent(path);
-    let name = path
+/// Who owns a file regmirror writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Owner {
+    /// The owner of the file it replaces (new files: the caller's).
+    Keep,
+    /// The caller (root on a node), whatever it replaces: for files that hold credentials.
+    Caller,
+}
+
+/// The identity of a file as it was read: a rename over it checks that it is still this one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Identity {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl Identity {
+    fn of(m: &fs::Metadata) -> Identity {
+        Identity {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.size(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
+        }
+    }
+}
+
+/// The identity of whatever is at `path` now (following links); `None` when nothing is.
+pub fn identity(path: &Path) -> Option<Identity> {
+    fs::metadata(path).ok().map(|m| Identity::of(&m))
+}
+
+/// A file that was read: its bytes, mode and identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Read {
+    pub bytes: Vec<u8>,
+    pub mode: u32,
+    pub identity: Identity,
+}
+
+fn invalid(msg: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, msg)
+}
+
+/// The kind of a non-regular file, for messages.
+fn kind(ft: fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if ft.is_dir() {
+        "a directory"
+    } else if ft.is_fifo() {
+        "a FIFO"
+    } else if ft.is_char_device() || ft.is_block_device() {
+        "a device"
+    } else if ft.is_socket() {
+        "a socket"
+    } else {
+        "not a regular file"
+    }
+}
+
+/// Where writes to `path` go: `path` itself, or the final target when it is a symlink (the link
+/// is kept). A dangling link is an error: it is never taken for "no file".
+pub fn target(path: &Path) -> io::Result<PathBuf> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => fs::canonicalize(path).map_err(|e| {
+            let to = fs::read_link(path).unwrap_or_default();
+            invalid(format!(
+                "is a symlink to {} that cannot be followed ({e}); regmirror does not replace a link it cannot follow",
+                to.display()
+            ))
+        }),
+        _ => Ok(path.to_path_buf()),
+    }
+}
+
+/// Read a regular file of at most `cap` bytes; `None` when nothing is at `path`. Symlinks are
+/// followed (a dangling one is an error); a directory, FIFO, device or socket is refused
+/// without being opened for a blocking read.
+pub fn read_regular(path: &Path, cap: u64) -> io::Result<Option<Read>> {
+    let real = match fs::symlink_metadata(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+        Ok(_) => target(path)?,
+    };
+    let meta = fs::metadata(&real)?;
+    if !meta.file_type().is_file() {
+        return Err(invalid(format!(
+            "is {}, not a regular file; regmirror only reads and replaces regular files",
+            kind(meta.file_type())
+        )));
+    }
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc_flags::NONBLOCK | libc_flags::NOCTTY)
+        .open(&real)?;
+    let meta = file.metadata()?;
+    if !meta.file_type().is_file() {
+        return Err(invalid("is not a regular file".into()));
+    }
+    if meta.size() > cap {
+        return Err(invalid(format!(
+            "is {} bytes, more than the {cap} bytes regmirror reads",
+            meta.size()
+        )));
+    }
+    let mut bytes = Vec::with_capacity(meta.size() as usize);
+    io::Read::read_to_end(
+        &mut io::Read::take(&file, cap.saturating_add(1)),
+        &mut bytes,
+    )?;
+    if bytes.len() as u64 > cap {
+        return Err(invalid(format!(
+            "grew past the {cap} bytes regmirror reads"
+        )));
+    }
+    Ok(Some(Read {
+        bytes,
+        mode: meta.permissions().mode() & 0o7777,
+        identity: Identity::of(&meta),
+    }))
+}
+
+/// Open flags `std` has no name for.
+mod libc_flags {
+    pub const NONBLOCK: i32 = nix::fcntl::OFlag::O_NONBLOCK.bits();
+    pub const NOCTTY: i32 = nix::fcntl::OFlag::O_NOCTTY.bits();
+    pub const NOFOLLOW: i32 = nix::fcntl::OFlag::O_NOFOLLOW.bits();
+    pub const CLOEXEC: i32 = nix::fcntl::OFlag::O_CLOEXEC.bits();
+}
+
+/// The suffix of every temp file regmirror makes: `.<name>.regmirror-<random>.tmp`.
+const TEMP_TAG: &str = ".regmirror-";
+
+fn temp_name(name: &std::ffi::OsStr) -> String {
+    let nonce: u64 = rand::random();
+    format!(".{}{TEMP_TAG}{nonce:016x}.tmp", name.to_string_lossy())
+}
+
+/// Remove the temp files an earlier, killed regmirror left in `dir` (only its own names). Run
+/// under the lock, so no live writer owns one.
+pub fn remove_stale_temps(dir: &Path) -> io::Result<usize> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    let mut removed = 0;
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with('.') && name.contains(TEMP_TAG) && name.ends_with(".tmp") {
+            fs::remove_file(e.path())?;
+            removed += 1;
+        }
+    }
+    if removed > 0 {
+        fsync_dir(dir)?;
+    }
+    Ok(removed)
+}
+
+/// The file at `path` is no longer the one that was read: someone else wrote it meanwhile.
+#[derive(Debug, thiserror::Error)]
+#[error("changed by another writer since it was read")]
+pub struct ChangedUnderUs;
+
+/// Replace `path` (a symlink's target; the link stays) with `contents` atomically: a temp file
+/// with an unpredictable name, created exclusively without following links, with `mode` and
+/// the owner `owner` says, fsynced, renamed over the target, directory fsynced. With `expect`,
+/// the target must still be that file just before the rename (else [`ChangedUnderUs`]).
+pub fn write_atomic_checked(
+    path: &Path,
+    contents: &[u8],
+    mode: u32,
+    owner: Owner,
+    expect: Option<Option<Identity>>,
+) -> io::Result<()> {
+    let real = target(path)?;
+    let dir = parent(&real);
+    let name = real
         .file_name()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
-    let owner = fs::metadata(path).ok().map(|m| (m.uid(), m.gid()));
-    let tmp = dir.join(format!(
-        ".{}.regmirror-{}.tmp",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
+        .ok_or_else(|| invalid("path has no file name".into()))?;
+    let keep = match owner {
+        Owner::Keep => fs::metadata(&real).ok().map(|m| (m.uid(), m.gid())),
+        Owner::Caller => Some((
+            nix::unistd::geteuid().as_raw(),
+            nix::unistd::getegid().as_raw(),
+        )),
+    };
+    let tmp = dir.join(temp_name(name));
     let result = (|| {
         let mut f = OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
             .mode(mode)
+            .custom_flags(libc_flags::NOFOLLOW | libc_flags::CLOEXEC)
             .open(&tmp)?;
-        f.set_permissions(fs::Permissions::from_mode(mode))?;
-        if let Some((uid, gid)) = owner {
+        if let Some((uid, gid)) = keep {
             std::os::unix::fs::fchown(&f, Some(uid), Some(gid))?;
         }
+        f.set_permissions(fs::Permissions::from_mode(mode))?;
         f.write_all(contents)?;
         f.sync_all()?;
         drop(f);
-        fs::rename(&tmp, path)?;
+        if let Some(want) = expect {
+            let now = match fs::metadata(&real) {
+                Ok(m) => Some(Identity::of(&m)),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+                Err(e) => return Err(e),
+            };
+            if now != want {
+                return Err(io::Error::other(ChangedUnderUs));
+            }
+        }
+        fs::rename(&tmp, &real)?;
         fsync_dir(dir)
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
     }
     result
+}
+
+/// [`write_atomic_checked`] without the identity check.
+pub fn write_atomic(path: &Path, contents: &[u8], mode: u32, owner: Owner) -> io::Result<()> {
+    write_atomic_checked(path, contents, mode, owner, None)
+}
+
+/// True when `e` is [`ChangedUnderUs`].
+pub fn is_changed_under_us(e: &io::Error) -> bool {
+    e.get_ref().is_some_and(|i| i.is::<ChangedUnderUs>())
 }
 
 /// Remove `path` durably (missing is fine).
@@ -138,14 +339,7 @@ pub fn remove_dir_if_empty(dir: &Path) -> io::Result<()> {
     }
 }
 
-/// Read a file; `None` when it does not exist.
-pub fn read_optional(path: &Path) -> io::Result<Option<(Vec<u8>, u32)>> {
-    match fs::read(path) {
-        Ok(bytes) => {
-            let mode = fs::metadata(path)?.permissions().mode() & 0o7777;
-            Ok(Some((bytes, mode)))
-        }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e),
-    }
+/// Read a regular file (see [`read_regular`]); `None` when it does not exist.
+pub fn read_optional(path: &Path, cap: u64) -> io::Result<Option<(Vec<u8>, u32)>> {
+    Ok(read_regular(path, cap)?.map(|r| (r.bytes, r.mode)))
 }

@@ -176,8 +176,11 @@ pub fn resolve(
     output: Output,
 ) -> Result<ExitCode, Failure> {
     let config: &Path = &files.config;
-    let text = std::fs::read_to_string(config)
-        .map_err(|e| Failure(format!("read {}: {e}", config.display())))?;
+    let read = crate::apply::write::read_optional(config, crate::apply::MAX_CONFIG_BYTES)
+        .map_err(|e| Failure(format!("read {}: {e}", config.display())))?
+        .ok_or_else(|| Failure(format!("read {}: no such file", config.display())))?;
+    let text = String::from_utf8(read.0)
+        .map_err(|_| Failure(format!("read {}: not UTF-8 text", config.display())))?;
     let node = detect_blocking(&runtime.probe());
     let r = crate::resolve::resolve(
         image,

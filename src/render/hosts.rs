@@ -25,7 +25,7 @@ pub fn upstream(source: &Source) -> Option<String> {
     }
 }
 
-const HEADER: &str =
+pub const HEADER: &str =
     "# Managed by regmirror from the registry-info Secret; edits are overwritten.\n";
 
 /// The hosts.toml text for one mirror entry.
@@ -53,7 +53,10 @@ pub fn hosts_toml(spec: &RegistrySpec, mirror: &Mirror, ca_file: Option<&str>) -
             if ep.skip_verify {
                 h["skip_verify"] = value(true);
             }
-            if let Some(c) = &spec.credentials {
+            // Credentials go to DOMAIN's host only, never to other mirror hosts.
+            if let Some(c) = &spec.credentials
+                && t.host == spec.domain
+            {
                 let mut header = Table::new();
                 header["Authorization"] = value(format!("Basic {}", c.basic_token()));
                 h.insert("header", Item::Table(header));

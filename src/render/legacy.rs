@@ -66,7 +66,8 @@ pub fn apply(
     write_host_configs(doc, registry, spec, ca_file, own)
 }
 
-/// `configs."<host>"` for DOMAIN and every target host: credentials, CA file, INSECURE.
+/// `configs."<host>"` for DOMAIN and every target host: CA file and INSECURE; credentials for
+/// DOMAIN's host only.
 fn write_host_configs(
     doc: &mut DocumentMut,
     registry: &[String],
@@ -76,7 +77,9 @@ fn write_host_configs(
 ) -> Result<(), RenderError> {
     for host in spec.mirror_hosts() {
         let h = host.to_string();
-        if let Some(c) = &spec.credentials {
+        if let Some(c) = &spec.credentials
+            && host == spec.domain
+        {
             set_value(
                 doc,
                 &key(registry, &["configs", &h, "auth", "username"]),

@@ -10,6 +10,7 @@ pub mod eol;
 pub mod error;
 pub mod hosts;
 pub mod legacy;
+pub mod meaning;
 pub mod owned;
 pub mod preserve;
 pub mod version;
@@ -21,7 +22,8 @@ use toml_edit::DocumentMut;
 
 use crate::spec::RegistrySpec;
 pub use error::RenderError;
-pub use owned::{ConfigOwnership, OwnedValue};
+pub use meaning::same_meaning;
+pub use owned::{ConfigOwnership, OwnedValue, sha256_hex};
 pub use preserve::canonical;
 pub use version::ConfigVersion;
 
@@ -92,6 +94,8 @@ pub struct Rendered {
     pub warnings: Vec<String>,
     /// `None` for a revert.
     pub expect: Option<Expectation>,
+    /// The directories the admin's `config_path` names (where managed hosts.toml may live).
+    pub config_path_dirs: Vec<PathBuf>,
 }
 
 /// What a render needs to know.
@@ -156,12 +160,22 @@ fn legacy_conflicts(doc: &DocumentMut, registry: &[String]) -> Vec<String> {
 fn admin_base(input: &RenderInput<'_>) -> Result<(DocumentMut, String), RenderError> {
     match input.prior.exact_base(input.config) {
         Some(b) => Ok((parse(b)?, b.to_string())),
-        None if input.prior.is_empty() => Ok((parse(input.config)?, input.config.to_string())),
         None => {
             let mut doc = parse(input.config)?;
-            owned::unapply(&mut doc, input.prior)?;
+            // No state (first apply, or a lost state dir): regmirror's marked tables are its own.
+            let recognised;
+            let prior = if input.prior.is_empty() {
+                recognised = owned::recognise(&doc);
+                if recognised.is_empty() {
+                    return Ok((doc, input.config.to_string()));
+                }
+                &recognised
+            } else {
+                input.prior
+            };
+            owned::unapply(&mut doc, prior)?;
             let mut base = preserve::keep_untouched_lines(input.config, &doc.to_string());
-            if input.prior.no_final_newline && base.ends_with('\n') {
+            if prior.no_final_newline && base.ends_with('\n') {
                 base.pop();
             }
             Ok((doc, base))
@@ -316,6 +330,11 @@ pub fn render(input: &RenderInput<'_>) -> Result<Rendered, RenderError> {
     let (doc, base) = admin_base(input)?;
     let version = version::detect(&doc)?;
     let mut warnings = Vec::new();
+    let config_path_dirs = decide::config_path(&doc, input.containerd, version)
+        .unwrap_or_default()
+        .into_iter()
+        .map(PathBuf::from)
+        .collect();
     let Some(spec) = input.spec else {
         return Ok(Rendered {
             config: base,
@@ -325,6 +344,7 @@ pub fn render(input: &RenderInput<'_>) -> Result<Rendered, RenderError> {
             version,
             warnings,
             expect: None,
+            config_path_dirs,
         });
     };
     // Edit the admin's text itself: toml_edit spells keys the way the parsed text first did.
@@ -367,6 +387,7 @@ pub fn render(input: &RenderInput<'_>) -> Result<Rendered, RenderError> {
         version,
         warnings,
         expect: Some(expectation(decision.resolved, spec, certs_dir)),
+        config_path_dirs,
     })
 }
 

@@ -194,6 +194,10 @@ pub fn value_at<'a>(doc: &'a DocumentMut, path: &[String]) -> Option<&'a Value> 
     super::version::lookup(doc, path)?.as_value()
 }
 
+fn same_scalar(a: &Value, b: &Value) -> bool {
+    matches!((a, b), (Value::String(x), Value::String(y)) if x.value() == y.value())
+}
+
 /// Set the value at `path` (creating tables), recording what it replaced in `own`.
 /// An existing value keeps its key and its decor (a trailing comment stays).
 pub fn set_value(
@@ -221,10 +225,11 @@ pub fn set_value(
             let kind = describe(item);
             match item {
                 Item::Value(old) => {
-                    let prev = previous_of(old);
+                    let ours = is_credential_key(path) && same_scalar(old, &value);
+                    let prev = (!ours).then(|| previous_of(old));
                     *value.decor_mut() = old.decor().clone();
                     *old = value;
-                    Some(prev)
+                    prev
                 }
                 _ => {
                     return Err(RenderError::NotAValue {
@@ -242,6 +247,46 @@ pub fn set_value(
         });
     }
     Ok(())
+}
+
+/// The keys whose values are credentials: with no record of what they replaced, a value equal
+/// to the one regmirror writes is regmirror's own (an earlier apply whose state was lost), never
+/// recorded as the admin's.
+const CREDENTIAL_KEYS: [&str; 3] = ["password", "auth", "identitytoken"];
+
+fn is_credential_key(path: &[String]) -> bool {
+    path.last()
+        .is_some_and(|k| CREDENTIAL_KEYS.contains(&k.to_ascii_lowercase().as_str()))
+}
+
+/// What regmirror owned in a file whose state was lost: every value directly in a table that
+/// carries regmirror's marker comment, and those tables.
+pub fn recognise(doc: &DocumentMut) -> ConfigOwnership {
+    fn walk(t: &Table, path: &mut Vec<String>, own: &mut ConfigOwnership) {
+        let marked = t
+            .decor()
+            .prefix()
+            .and_then(|p| p.as_str())
+            .is_some_and(|p| p.contains(MARKER.trim_end()));
+        for (k, item) in t.iter() {
+            path.push(k.to_string());
+            match item {
+                Item::Value(_) if marked => own.values.push(OwnedValue {
+                    path: path.clone(),
+                    previous: None,
+                }),
+                Item::Table(sub) => walk(sub, path, own),
+                _ => {}
+            }
+            path.pop();
+        }
+        if marked {
+            own.created_tables.push(path.clone());
+        }
+    }
+    let mut own = ConfigOwnership::default();
+    walk(doc.as_table(), &mut Vec::new(), &mut own);
+    own
 }
 
 /// Put the marker comment on every table regmirror created (or made visible) that holds values

@@ -259,7 +259,10 @@ impl HostsFs for DiskFs {
         path.is_dir()
     }
     fn read(&self, path: &Path) -> Option<String> {
-        std::fs::read_to_string(path).ok()
+        // Regular files up to the cap only (a FIFO is never opened for a blocking read).
+        let (bytes, _) =
+            crate::apply::write::read_optional(path, crate::apply::MAX_FILE_BYTES).ok()??;
+        String::from_utf8(bytes).ok()
     }
     fn list(&self, dir: &Path) -> Vec<String> {
         std::fs::read_dir(dir)

@@ -151,6 +151,21 @@ impl RegistrySpec {
         let digest = Sha256::digest(json.as_bytes());
         digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
     }
+
+    /// A keyed fingerprint of everything, PASSWORD included: it changes with any change of the
+    /// Secret's content, and without `key` (kept 0600 in the state dir) it says nothing about
+    /// the password.
+    pub fn fingerprint(&self, key: &[u8]) -> String {
+        use hmac::Mac;
+        let mut mac = hmac::Hmac::<Sha256>::new_from_slice(key).expect("any key length");
+        mac.update(serde_json::to_string(self).unwrap_or_default().as_bytes());
+        if let Some(c) = &self.credentials {
+            mac.update(b"\0");
+            mac.update(c.password.expose().as_bytes());
+        }
+        let digest = mac.finalize().into_bytes();
+        digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+    }
 }
 
 fn text<'a>(
@@ -228,8 +243,69 @@ fn parse_ca(pem_text: &str) -> Result<CaBundle, SpecError> {
     })
 }
 
+/// `value` with the userinfo of every URL-like part (`user:pass@`) shown as `***@`.
+pub fn redact_userinfo(value: &str) -> String {
+    value
+        .split(',')
+        .map(|entry| {
+            entry
+                .split("::")
+                .map(|part| {
+                    let (scheme, rest) = match part.find("://") {
+                        Some(i) => part.split_at(i + 3),
+                        None => ("", part),
+                    };
+                    let authority = rest.split('/').next().unwrap_or("");
+                    match authority.rfind('@') {
+                        Some(at) => format!("{scheme}***{}", &rest[at..]),
+                        None => part.to_string(),
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join("::")
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Credentials belong in USERNAME / PASSWORD: a URL that carries them is refused before any
+/// other rule can quote it.
+fn refuse_userinfo(data: &SecretData) -> Result<(), SpecError> {
+    for key in ["DOMAIN", "MIRROR_REGISTRIES"] {
+        let Some(v) = data.get(key).and_then(|b| std::str::from_utf8(b).ok()) else {
+            continue;
+        };
+        let shown = redact_userinfo(v);
+        if shown != v {
+            return Err(SpecError::Invalid {
+                key,
+                value: shown,
+                why: "a URL here carries credentials (user:password@); put them in USERNAME and PASSWORD".into(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Credentials sent to DOMAIN over plain http (an `http://` target, or INSECURE's http
+/// fallback) can be read on the wire: say so loudly.
+fn plain_http_warning(mirrors: &[Mirror], domain: &HostPort, insecure: bool) -> Option<String> {
+    let plain = mirrors.iter().filter_map(|m| m.target.as_ref()).any(|t| {
+        t.host == *domain
+            && t.endpoints(insecure)
+                .iter()
+                .any(|e| e.scheme == endpoint::Scheme::Http)
+    });
+    plain.then(|| {
+        format!(
+            "the USERNAME/PASSWORD for {domain} are also sent over plain http (an http:// target or INSECURE=true): anyone on the path can read them; use https"
+        )
+    })
+}
+
 /// Turn a Secret's data into a [`RegistrySpec`], or say which key broke which rule.
 pub fn parse_spec(data: &SecretData) -> Result<RegistrySpec, SpecError> {
+    refuse_userinfo(data)?;
     let mut warnings = unknown_keys(data);
     let domain = parse_domain(data)?;
     let base_path = parse_base_path(data)?;
@@ -243,6 +319,9 @@ pub fn parse_spec(data: &SecretData) -> Result<RegistrySpec, SpecError> {
     let mirrors = swap::parse_mirror_registries(list)?;
     if let Some(bp) = &base_path {
         warnings.extend(outside_base_path(&mirrors, &domain, bp));
+    }
+    if credentials.is_some() {
+        warnings.extend(plain_http_warning(&mirrors, &domain, insecure));
     }
     if ca.is_some() && insecure {
         warnings.push(

@@ -125,30 +125,44 @@ pub fn rootfs() -> PathBuf {
     static ROOTFS: OnceLock<PathBuf> = OnceLock::new();
     ROOTFS
         .get_or_init(|| {
-            let path = rootfs_path();
-            if is_rootfs(&path) {
-                return path;
-            }
-            let parent = path.parent().expect("rootfs has a parent").to_path_buf();
-            fs::create_dir_all(&parent).unwrap();
-            let lock = fs::File::create(parent.join(".lock")).unwrap();
-            let _lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
-                .map_err(|(_, e)| e)
-                .expect("flock the rootfs lock");
-            if is_rootfs(&path) {
-                return path; // another process built it meanwhile
-            }
-            let partial = path.with_extension("partial");
-            let _ = fs::remove_dir_all(&partial);
-            let _ = fs::remove_dir_all(&path);
-            let t = Instant::now();
-            eprintln!("building the node rootfs in {} ...", path.display());
-            run_output(Command::new(tool()).arg("rootfs").arg(&partial));
-            fs::rename(&partial, &path).unwrap();
-            eprintln!("node rootfs built in {:.1?}", t.elapsed());
-            path
+            built_once(&rootfs_path(), "node rootfs", is_rootfs, |partial| {
+                run_output(Command::new(tool()).arg("rootfs").arg(partial));
+            })
         })
         .clone()
+}
+
+/// `path` once `complete(path)` holds, building it first if needed: `build` fills
+/// `<path>.partial`, which is renamed into place when done, under an exclusive `flock` on
+/// `<parent>/.lock`, so parallel tests and test processes wait for one build instead of racing.
+/// Shared by the node rootfs and other cached trees (the pod tests' image base).
+pub fn built_once(
+    path: &Path,
+    what: &str,
+    complete: impl Fn(&Path) -> bool,
+    build: impl FnOnce(&Path),
+) -> PathBuf {
+    if complete(path) {
+        return path.to_path_buf();
+    }
+    let parent = path.parent().expect("a cached tree has a parent");
+    fs::create_dir_all(parent).unwrap();
+    let lock = fs::File::create(parent.join(".lock")).unwrap();
+    let _lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| e)
+        .expect("flock the cache lock");
+    if complete(path) {
+        return path.to_path_buf(); // another process built it meanwhile
+    }
+    let partial = path.with_extension("partial");
+    let _ = fs::remove_dir_all(&partial);
+    let _ = fs::remove_dir_all(path);
+    let t = Instant::now();
+    eprintln!("building the {what} in {} ...", path.display());
+    build(&partial);
+    fs::rename(&partial, path).unwrap();
+    eprintln!("{what} built in {:.1?}", t.elapsed());
+    path.to_path_buf()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -475,6 +489,49 @@ impl Drop for Node {
             );
         }
         eprintln!("node {} down in {:.1?}", self.name, t.elapsed());
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// A containerd start that breaks the CRI plugin once (for the rollback tests)
+
+/// The marker that arms [`INJECT`] for the next containerd start (it removes it).
+pub const INJECT_MARKER: &str = "/run/regmirror-test/inject-config-path";
+
+/// The containerd drop-in's `ExecStartPre=` script: once, when the marker exists, an admin edit
+/// racing regmirror's restart puts `config_path` next to the legacy mirrors (containerd 1.6 then
+/// does not load its CRI plugin).
+pub const INJECT: &str = r#"#!/bin/sh
+# Written by tests/node_support (ExecStartPre of containerd.service).
+M=/run/regmirror-test/inject-config-path
+[ -e "$M" ] || exit 0
+rm -f "$M"
+C=/etc/containerd/config.toml
+awk -v hdr='[plugins."io.containerd.grpc.v1.cri".registry]' -v line='config_path = "/nonexistent/certs.d"' '
+    { t = $0; gsub(/^[ \t]+|[ \t]+$/, "", t); print }
+    t == hdr { print "  " line; done = 1 }
+    END { if (!done) { print ""; print hdr; print "  " line } }
+' "$C" > "$C.inject" && mv "$C.inject" "$C" || exit 1
+echo "regmirror-test: injected config_path into $C"
+"#;
+
+impl Node {
+    /// Installs [`INJECT`] as an `ExecStartPre=` drop-in of containerd.service (disarmed).
+    pub fn install_config_path_injector(&self) {
+        use std::os::unix::fs::PermissionsExt;
+        let script = self.path("/usr/local/sbin/regmirror-test-inject");
+        fs::write(&script, INJECT).unwrap();
+        fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
+        self.ok(
+            "mkdir -p /etc/systemd/system/containerd.service.d /run/regmirror-test && \
+             printf '[Service]\\nExecStartPre=/usr/local/sbin/regmirror-test-inject\\n' \
+             > /etc/systemd/system/containerd.service.d/regmirror-test.conf && systemctl daemon-reload",
+        );
+    }
+
+    /// Makes the next containerd start put `config_path` next to the legacy mirrors.
+    pub fn arm_config_path_injector(&self) {
+        self.ok(&format!("touch {INJECT_MARKER}"));
     }
 }
 
