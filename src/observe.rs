@@ -100,6 +100,12 @@ pub mod notify {
     pub fn watchdog() {
         send(Msg::Watchdog);
     }
+    /// WATCHDOG=1 when systemd asked for a watchdog (`asked`).
+    pub fn watchdog_if(asked: bool) {
+        if asked {
+            watchdog();
+        }
+    }
     /// STOPPING=1, waiting at most 1 s for it to be sent.
     pub fn stopping() {
         let (ack, done) = sync_channel(1);
@@ -241,13 +247,23 @@ impl Telemetry {
         *self.not_ready_reason.lock().expect("lock") = reason.to_string();
     }
 
-    pub fn beat(&self) {
+    /// The loop started working on a trigger.
+    pub fn busy(&self) {
         self.heartbeat.store(now_secs(), Ordering::SeqCst);
     }
 
-    /// Seconds since the loop last showed life.
+    /// The loop is waiting for a trigger (it cannot be stalled while it waits).
+    pub fn idle(&self) {
+        self.heartbeat.store(0, Ordering::SeqCst);
+    }
+
+    /// Seconds the loop has been working on one trigger (0 while it waits): computed on request,
+    /// no heartbeat timer needed.
     pub fn since_beat(&self) -> i64 {
-        now_secs() - self.heartbeat.load(Ordering::SeqCst)
+        match self.heartbeat.load(Ordering::SeqCst) {
+            0 => 0,
+            since => now_secs() - since,
+        }
     }
 
     pub fn encode(&self) -> String {
@@ -264,7 +280,7 @@ impl Telemetry {
     }
 }
 
-/// How long the loop may go without a heartbeat before /healthz fails.
+/// How long the loop may work on one trigger before /healthz fails.
 pub const STALL_SECS: i64 = 300;
 
 /// Serve `/healthz`, `/readyz`, `/metrics` on `listener` until the future is dropped.

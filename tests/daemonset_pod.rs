@@ -22,8 +22,9 @@
 //!    through systemd (setns into PID 1) → containerd healthy, the agent's container still
 //!    running (same PID, same start), liveness and readiness 200, a CRI pull on the node goes
 //!    through mirror A (its access log). Secret volume changed (B) → one more restart, the pod
-//!    survives, pulls go through B and not A. Then a failing config (a containerd
-//!    `ExecStartPre=` puts `config_path` next to the legacy mirrors once: the CRI plugin fails)
+//!    survives, pulls go through B and not A. Then a failing config (Secret back to A, and
+//!    containerd's next start, once, runs on a copy of that config.toml with `config_path` next
+//!    to the legacy mirrors: the CRI plugin fails, `node_support::BROKEN_START`)
 //!    → the agent rolls back from inside the pod → containerd healthy on B again, the pod
 //!    still running, readiness 503 (the desired spec is not applied), liveness 200. Finally
 //!    StopContainer: the agent exits 0 on SIGTERM.
@@ -39,6 +40,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::apps::v1::DaemonSet;
 use node_support::{Node, rootfs, unique_name};
 use pod_support::cri::{Runtime, Status};
 use pod_support::translate::{self, HttpProbe, PodPlan, StandIn};
@@ -46,7 +48,7 @@ use pod_support::{SecretVolume, image, probe, secret_keys};
 use regmirror::cri::CriClient;
 use support::cli::Secret;
 use support::registry::{Kind, Registry};
-use support::{last_lines, metric, poll_every, temp_dir};
+use support::{last_lines, metric, poll_every, stdout, temp_dir};
 
 const TEST: &str = "daemonset_pod_restarts_its_nodes_containerd_and_rolls_back";
 const DOCKER_REPO: &str = "airgap-images/docker.io/library/tiny";
@@ -181,6 +183,16 @@ impl Pod<'_> {
         read_node(self.node, &self.plan.log_file)
     }
 
+    /// What the agent wrote that containerd has not copied into the log file yet: while
+    /// containerd's CRI plugin is down, the container's output waits in the shim's FIFOs.
+    fn unlogged(&self) -> String {
+        stdout(&self.node.exec(&format!(
+            "for f in /run/containerd/io.containerd.grpc.v1.cri/containers/{}/io/*/*-std*; do \
+               timeout 1 cat \"$f\"; done 2>/dev/null",
+            self.container
+        )))
+    }
+
     /// Panics unless the agent's container is the same RUNNING process as at its start and the
     /// sandbox is READY.
     fn assert_still_running(&self, when: &str) {
@@ -214,13 +226,131 @@ impl Pod<'_> {
         })
         .unwrap_or_else(|| {
             panic!(
-                "{what}: not within {SETTLE:?}\n/metrics:\n{}\npod log:\n{}\ncontainerd:\n{}",
+                "{what}: not within {SETTLE:?}\n/metrics:\n{}\npod log:\n{}\nnot yet in the \
+                 log (the container's stderr FIFO):\n{}\nnode journal:\n{}",
                 self.get("/metrics").map(|r| r.1).unwrap_or_default(),
                 last_lines(&self.log(), 40),
-                last_lines(&self.node.journal("containerd"), 20)
+                self.unlogged(),
+                last_lines(
+                    &stdout(
+                        &self
+                            .node
+                            .exec("journalctl --no-pager -o short-monotonic -n 60")
+                    ),
+                    60
+                )
             )
         });
         t.elapsed()
+    }
+}
+
+/// Capability bit numbers (linux/capability.h) of the names a manifest may add.
+fn cap_bit(name: &str) -> u32 {
+    const BITS: [(&str, u32); 12] = [
+        ("CHOWN", 0),
+        ("DAC_OVERRIDE", 1),
+        ("DAC_READ_SEARCH", 2),
+        ("FOWNER", 3),
+        ("FSETID", 4),
+        ("KILL", 5),
+        ("SETGID", 6),
+        ("SETUID", 7),
+        ("NET_BIND_SERVICE", 10),
+        ("SYS_CHROOT", 18),
+        ("SYS_PTRACE", 19),
+        ("SYS_ADMIN", 21),
+    ];
+    BITS.iter()
+        .find(|(n, _)| *n == name)
+        .unwrap_or_else(|| panic!("capability {name}: add its bit to cap_bit"))
+        .1
+}
+
+/// The agent's process really runs with what the manifest asks: exactly the added capabilities
+/// (drop ALL), the runtime's seccomp filter, privilege escalation allowed as asked, uid 0, a
+/// read-only root, and in the node's PID namespace (hostPID) but its own network namespace.
+fn assert_process_matches_manifest(node: &Node, pod: &Pod, ds: &DaemonSet) {
+    let c = &ds
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers[0];
+    let sc = c.security_context.as_ref().expect("securityContext");
+    let caps = sc.capabilities.as_ref().expect("capabilities");
+    assert_eq!(caps.drop.as_deref(), Some(&["ALL".to_string()][..]));
+    let want: u64 = caps.add.iter().flatten().map(|n| 1u64 << cap_bit(n)).sum();
+    let pid = pod.first.pid;
+    let status = node.ok(&format!("cat /proc/{pid}/status"));
+    let field = |k: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{k}:")))
+            .unwrap_or_else(|| panic!("no {k} in /proc/{pid}/status"))
+            .trim()
+            .to_string()
+    };
+    let eff = u64::from_str_radix(&field("CapEff"), 16).unwrap();
+    let bnd = u64::from_str_radix(&field("CapBnd"), 16).unwrap();
+    assert_eq!(
+        (eff, bnd),
+        (want, want),
+        "CapEff/CapBnd vs the manifest's {:?}",
+        caps.add
+    );
+    assert_eq!(field("Seccomp"), "2", "RuntimeDefault: a seccomp filter");
+    let nnp = if sc.allow_privilege_escalation == Some(false) {
+        "1"
+    } else {
+        "0"
+    };
+    assert_eq!(field("NoNewPrivs"), nnp);
+    assert!(field("Uid").starts_with(&format!("{}\t", sc.run_as_user.unwrap_or(0))));
+    let root_ro = node.ok(&format!(
+        "awk '$5 == \"/\" {{print $6}}' /proc/{pid}/mountinfo"
+    ));
+    assert_eq!(
+        root_ro.trim().split(',').next(),
+        Some(if sc.read_only_root_filesystem == Some(true) {
+            "ro"
+        } else {
+            "rw"
+        }),
+        "the container's root mount"
+    );
+    let ns = |p: &str, n: &str| {
+        node.ok(&format!("readlink /proc/{p}/ns/{n}"))
+            .trim()
+            .to_string()
+    };
+    let pid_s = pid.to_string();
+    assert_eq!(
+        ns(&pid_s, "pid") == ns("1", "pid"),
+        pod_spec_flag(ds, "hostPID")
+    );
+    assert_eq!(
+        ns(&pid_s, "net") == ns("1", "net"),
+        pod_spec_flag(ds, "hostNetwork")
+    );
+    eprintln!(
+        "  the agent's process: CapEff {eff:#x} ({:?}), Seccomp 2, NoNewPrivs {nnp}, root ro, \
+         hostPID {}, hostNetwork {}",
+        caps.add.as_deref().unwrap_or_default(),
+        pod_spec_flag(ds, "hostPID"),
+        pod_spec_flag(ds, "hostNetwork")
+    );
+}
+
+fn pod_spec_flag(ds: &DaemonSet, flag: &str) -> bool {
+    let spec = ds.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+    match flag {
+        "hostPID" => spec.host_pid == Some(true),
+        "hostNetwork" => spec.host_network == Some(true),
+        _ => unreachable!(),
     }
 }
 
@@ -229,10 +359,10 @@ struct PodGuard<'a>(Option<(&'a Runtime, String, String)>);
 
 impl Drop for PodGuard<'_> {
     fn drop(&mut self) {
-        if let Some((cri, sandbox, container)) = self.0.take() {
-            if let Err(e) = cri.remove_pod(&sandbox, &container, 10) {
-                eprintln!("pod teardown: {e}");
-            }
+        if let Some((cri, sandbox, container)) = self.0.take()
+            && let Err(e) = cri.remove_pod(&sandbox, &container, 10)
+        {
+            eprintln!("pod teardown: {e}");
         }
     }
 }
@@ -246,7 +376,7 @@ fn prepare_node(node: &Node) -> String {
         pod_support::CNI_CONFLIST,
     )
     .unwrap();
-    node.install_config_path_injector();
+    node.install_broken_start();
     let status = rt()
         .block_on(async {
             let mut c = CriClient::connect(&node.cri_socket()).await?;
@@ -382,6 +512,8 @@ fn daemonset_pod_restarts_its_nodes_containerd_and_rolls_back() {
         first,
     };
 
+    assert_process_matches_manifest(&node, &pod, &ds);
+
     // 1. First apply: mirror A, containerd restarted once from inside the pod.
     let took = pod.wait_metrics("the first apply", |m| {
         metric(m, "regmirror_applies_total{result=\"changed\"}") == Some(1.0)
@@ -429,7 +561,7 @@ fn daemonset_pod_restarts_its_nodes_containerd_and_rolls_back() {
     assert_pull_via(&node, &b, &a);
 
     // 3. A failing config: the next containerd start loses its CRI plugin → rollback.
-    node.arm_config_path_injector();
+    node.arm_broken_start();
     let t = Instant::now();
     volume.write(&secret_keys(&secret_for(&a)));
     // Done = the rollback's own restart is healthy (the 4th restart the agent counts).
@@ -445,7 +577,7 @@ fn daemonset_pod_restarts_its_nodes_containerd_and_rolls_back() {
     );
     let ctd_journal = node.journal("containerd");
     assert!(
-        ctd_journal.contains("regmirror-test: injected config_path"),
+        ctd_journal.contains("regmirror-test: containerd starts on"),
         "{}",
         last_lines(&ctd_journal, 20)
     );
@@ -466,7 +598,8 @@ fn daemonset_pod_restarts_its_nodes_containerd_and_rolls_back() {
     );
     let log = pod.log();
     assert!(
-        log.contains("rolling back spec"),
+        log.contains("rolling back spec")
+            && log.contains("healthy again on the previous configuration"),
         "{}",
         last_lines(&log, 30)
     );

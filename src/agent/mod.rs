@@ -49,7 +49,8 @@ pub struct Ctx {
     pub telemetry: Arc<Telemetry>,
     pub node: Option<NodeReporter>,
     pub shutdown: watch::Receiver<bool>,
-    pub pulse: Duration,
+    /// How often to tell systemd's watchdog the loop is alive; `None`: systemd asked for none.
+    pub pulse: Option<Duration>,
     /// The last rollback: the spec hash and what happened (said while that spec is held).
     pub rolled_back: Option<(String, String)>,
 }
@@ -126,9 +127,8 @@ async fn run_async(config: AgentConfig) -> anyhow::Result<()> {
     let node = start_source(&config, tx).await;
     let (poke_tx, poke_rx) = mpsc::unbounded_channel();
     let _watchers = triggers::watch_files(&config.paths, &config.probe.socket, poke_tx);
-    let pulse = notify::watchdog_interval()
-        .map(|w| w.min(Duration::from_secs(10)))
-        .unwrap_or(Duration::from_secs(10));
+    // Timers only where something asked for one: the watchdog ping only when systemd set one.
+    let pulse = notify::watchdog_interval().map(|w| w.min(Duration::from_secs(10)));
     let ctx = Ctx {
         paths: config.paths.clone(),
         mode: config.mode,
@@ -151,20 +151,25 @@ async fn run_async(config: AgentConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One sign of life: the heartbeat /healthz reads, and WATCHDOG=1 for systemd.
-fn pulse(ctx: &Ctx) {
-    ctx.telemetry.beat();
-    notify::watchdog();
+/// Sleep for `d`, or forever when there is nothing to wait for.
+async fn maybe_sleep(d: Option<Duration>) {
+    match d {
+        Some(d) => tokio::time::sleep(d).await,
+        None => std::future::pending().await,
+    }
 }
 
-/// Await `fut` while keeping the heartbeat and the watchdog fed.
+/// Await `fut` while keeping systemd's watchdog fed (when it asked for that).
 pub async fn alive<F: std::future::Future>(ctx: &Ctx, fut: F) -> F::Output {
+    let Some(every) = ctx.pulse else {
+        return fut.await;
+    };
     tokio::pin!(fut);
-    let mut tick = tokio::time::interval(ctx.pulse);
+    let mut tick = tokio::time::interval(every);
     loop {
         tokio::select! {
             out = &mut fut => return out,
-            _ = tick.tick() => pulse(ctx),
+            _ = tick.tick() => notify::watchdog(),
         }
     }
 }
@@ -183,6 +188,11 @@ impl Readiness {
             notify::ready(status);
             self.sent = true;
         }
+    }
+
+    /// How long until READY=1 is sent without a Secret (`None`: it was sent).
+    fn deadline(&self) -> Option<Duration> {
+        (!self.sent).then(|| Duration::from_secs(20).saturating_sub(self.since.elapsed()))
     }
 
     fn waited(&mut self, ctx: &Ctx) {
@@ -208,7 +218,8 @@ async fn main_loop(
     let mut resync_timer = tokio::time::interval_at(tokio::time::Instant::now() + resync, resync);
     let mut shutdown = ctx.shutdown.clone();
     loop {
-        pulse(&ctx);
+        notify::watchdog_if(ctx.pulse.is_some());
+        ctx.telemetry.idle();
         let trigger = tokio::select! {
             r = rx.changed() => match r { Ok(()) => Trigger::Source, Err(_) => break },
             Some(paths) = pokes.recv() => {
@@ -216,9 +227,11 @@ async fn main_loop(
                 Trigger::Files
             }
             _ = resync_timer.tick() => Trigger::Resync,
-            _ = tokio::time::sleep(ctx.pulse) => { ready.waited(&ctx); continue; }
+            _ = maybe_sleep(ctx.pulse) => continue,
+            _ = maybe_sleep(ready.deadline()) => { ready.waited(&ctx); continue; }
             _ = shutdown.changed() => break,
         };
+        ctx.telemetry.busy();
         let trigger =
             triggers::debounce(trigger, debounce, &mut rx, &mut pokes, &mut shutdown).await;
         if *ctx.shutdown.borrow() {

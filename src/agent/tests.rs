@@ -104,7 +104,7 @@ fn node(version: &str) -> Node {
         telemetry: Arc::new(Telemetry::new()),
         node: None,
         shutdown,
-        pulse: std::time::Duration::from_secs(10),
+        pulse: None,
         rolled_back: None,
     };
     Node {

@@ -142,10 +142,12 @@ pub fn execute(paths: &Paths, plan: &Plan) -> Result<Outcome, ApplyError> {
     Ok(outcome)
 }
 
-/// True when every file of `plan` still holds what the plan wrote and the state is the one it
-/// saved: nobody (a manual apply, an admin) changed them since.
+/// True when the state is the one `plan` saved and every managed file still holds what it
+/// wrote: no other regmirror (a manual apply) wrote since. config.toml is checked apart: an
+/// edit by someone else is kept in the backup before the rollback replaces it (see
+/// [`rollback`]).
 fn still_ours(paths: &Paths, plan: &Plan) -> Result<bool, ApplyError> {
-    for c in &plan.changes {
+    for c in plan.changes.iter().filter(|c| c.path != paths.config) {
         let now = write::read_optional(&c.path, u64::MAX).map_err(io_err("read", &c.path))?;
         if now.map(|(b, _)| b) != c.new {
             return Ok(false);
@@ -155,6 +157,29 @@ fn still_ours(paths: &Paths, plan: &Plan) -> Result<bool, ApplyError> {
         state::load(&paths.state_dir).map_err(|(path, why)| ApplyError::State { path, why })?;
     let want = &plan.state_after;
     Ok(now.spec_hash == want.spec_hash && now.ownership == want.ownership && !now.in_flight)
+}
+
+/// config.toml was edited by someone else since the plan wrote it (during the restart): keep
+/// that text in the backup, and say so, before the rollback puts the pre-apply bytes back.
+fn keep_foreign_edit(paths: &Paths, plan: &Plan) -> Result<(), ApplyError> {
+    let Some(c) = plan.changes.iter().find(|c| c.path == paths.config) else {
+        return Ok(());
+    };
+    let now =
+        write::read_optional(&c.path, super::MAX_CONFIG_BYTES).map_err(io_err("read", &c.path))?;
+    if let Some((bytes, _)) = now
+        && Some(&bytes) != c.new.as_ref()
+    {
+        let bak = paths.backup();
+        write::write_atomic(&bak, &bytes, 0o600, Owner::Caller)
+            .map_err(io_err("write backup", &bak))?;
+        tracing::warn!(
+            "{} was edited by someone else after regmirror wrote it; that text is kept in {} and the pre-apply bytes are put back",
+            c.path.display(),
+            bak.display()
+        );
+    }
+    Ok(())
 }
 
 /// Undo an executed plan, under the lock: every changed file gets its pre-apply bytes (and mode)
@@ -172,6 +197,7 @@ pub fn rollback(paths: &Paths, plan: &Plan, hold: bool) -> Result<(), ApplyError
     } else {
         plan.state_before.bad_spec_hash.clone()
     };
+    keep_foreign_edit(paths, plan)?;
     let mut inflight = plan.state_before.union(&plan.state_after);
     inflight.bad_spec_hash = bad.clone();
     save_state(paths, &inflight)?;

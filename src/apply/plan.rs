@@ -33,17 +33,11 @@ fn current_text(current: &Current) -> Result<String, ApplyError> {
     }
 }
 
-/// `imports` patterns of config.toml, expanded (`*` in the file name only), with their texts.
+/// config.toml's `imports` patterns, expanded (`*` in the file name only), with their texts.
 /// Only regular files up to [`MAX_FILE_BYTES`] are read; others are skipped.
-fn read_imports(config: &str) -> Vec<(PathBuf, String)> {
-    let Ok(doc) = config.parse::<toml_edit::DocumentMut>() else {
-        return Vec::new();
-    };
-    let Some(arr) = doc.get("imports").and_then(|i| i.as_array()) else {
-        return Vec::new();
-    };
+fn read_imports(patterns: &[String]) -> Vec<(PathBuf, String)> {
     let mut out = Vec::new();
-    for pat in arr.iter().filter_map(|v| v.as_str()) {
+    for pat in patterns {
         let p = Path::new(pat);
         let (Some(dir), Some(name)) = (p.parent(), p.file_name().and_then(|n| n.to_str())) else {
             continue;
@@ -173,7 +167,6 @@ fn config_change(
     spec: Option<&RegistrySpec>,
     rendered: render::Rendered,
     current: &Current,
-    text: &str,
     after: &State,
     before: &State,
 ) -> (Option<FileChange>, bool) {
@@ -183,13 +176,11 @@ fn config_change(
     let original_mode = after.config_mode_before.unwrap_or(0o644);
     let mode = if holds_secret { 0o600 } else { original_mode };
     let removed = spec.is_none() && before.config_created && rendered.config == NEW_CONFIG;
+    let meaning_changed = rendered.meaning_changed;
     let mut new = (!removed).then(|| rendered.config.into_bytes());
     let old = current.as_ref().map(|r| &r.bytes);
     let mut restart = old != new.as_ref();
-    if restart
-        && let (Some(_), Some(n)) = (old, &new)
-        && render::same_meaning(text, std::str::from_utf8(n).unwrap_or(""))
-    {
+    if restart && old.is_some() && new.is_some() && !meaning_changed {
         new = old.cloned();
         restart = false;
     }
@@ -278,15 +269,15 @@ pub fn plan(
     let mut warnings = spec.map(|s| s.warnings.clone()).unwrap_or_default();
     warnings.extend(rendered.warnings.iter().cloned());
     if spec.is_some() {
-        warnings.extend(render::import_warnings(&text, &read_imports(&text)));
+        let imported = read_imports(&rendered.imports);
+        warnings.extend(render::import_warnings(rendered.version, &imported));
     }
     let mut after = next_state(paths, spec, &rendered, &current, &before, &key);
     let mut changes = wanted_files(&rendered, &before, &mut after)?;
     changes.extend(released_files(&rendered, &before, &state_path)?);
     let (mode, expect) = (rendered.mode, rendered.expect.clone());
     let managed: Vec<PathBuf> = changes.iter().map(|c| c.path.clone()).collect();
-    let (config, restart_needed) =
-        config_change(paths, spec, rendered, &current, &text, &after, &before);
+    let (config, restart_needed) = config_change(paths, spec, rendered, &current, &after, &before);
     changes.extend(config);
     if spec.is_none() {
         after.config_created = false;

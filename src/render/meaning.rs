@@ -1,54 +1,74 @@
-//! What containerd would load from a config.toml, compared without its spelling: two texts mean
-//! the same when they parse to the same tables and values, whatever their comments, line
-//! endings, key quoting, table headers (dotted, inline or `[a.b]`) and order. A change that
-//! means the same needs no write and no restart.
+//! What containerd would load from a config.toml, without its spelling: a fingerprint of the
+//! tables and values a document holds, whatever its comments, line endings, key quoting, table
+//! headers (dotted, inline or `[a.b]`) and order. Two texts with the same fingerprint mean the
+//! same; a change that means the same needs no write and no restart. Computed on documents the
+//! renderer parsed anyway: no parse of its own.
 
-use toml_edit::{Document, Item, TableLike, Value};
+use sha2::{Digest, Sha256};
+use toml_edit::{Document, DocumentMut, Item, TableLike, Value};
+
+/// The fingerprint of a document's meaning (hex sha256).
+pub fn fingerprint(doc: &DocumentMut) -> String {
+    let mut h = Sha256::new();
+    table(doc.as_table(), &mut h);
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
 
 /// True when `a` and `b` both parse and hold the same tables and values.
 pub fn same_meaning(a: &str, b: &str) -> bool {
-    match (Document::parse(a), Document::parse(b)) {
-        (Ok(x), Ok(y)) => same_table(x.as_table(), y.as_table()),
-        _ => false,
+    let fp = |t: &str| {
+        Document::parse(t).ok().map(|d| {
+            let mut h = Sha256::new();
+            table(d.as_table(), &mut h);
+            h.finalize()
+        })
+    };
+    matches!((fp(a), fp(b)), (Some(x), Some(y)) if x == y)
+}
+
+/// Length-prefixed, so that no two different trees feed the same bytes.
+fn put(h: &mut Sha256, tag: u8, bytes: &[u8]) {
+    h.update([tag]);
+    h.update((bytes.len() as u64).to_le_bytes());
+    h.update(bytes);
+}
+
+fn table(t: &dyn TableLike, h: &mut Sha256) {
+    let mut entries: Vec<(&str, &Item)> = t.iter().filter(|(_, i)| !i.is_none()).collect();
+    entries.sort_by_key(|(k, _)| *k);
+    put(h, b'{', &(entries.len() as u64).to_le_bytes());
+    for (k, i) in entries {
+        put(h, b'k', k.as_bytes());
+        item(i, h);
     }
 }
 
-fn same_table(a: &dyn TableLike, b: &dyn TableLike) -> bool {
-    let (na, nb) = (
-        a.iter().filter(|(_, i)| !i.is_none()).count(),
-        b.iter().filter(|(_, i)| !i.is_none()).count(),
-    );
-    na == nb
-        && a.iter()
-            .filter(|(_, i)| !i.is_none())
-            .all(|(k, i)| b.get(k).is_some_and(|j| same_item(i, j)))
-}
-
-fn same_item(a: &Item, b: &Item) -> bool {
-    if let (Some(x), Some(y)) = (a.as_table_like(), b.as_table_like()) {
-        return same_table(x, y);
+fn item(i: &Item, h: &mut Sha256) {
+    if let Some(t) = i.as_table_like() {
+        return table(t, h);
     }
-    match (a, b) {
-        (Item::Value(x), Item::Value(y)) => same_value(x, y),
-        (Item::ArrayOfTables(x), Item::ArrayOfTables(y)) => {
-            x.len() == y.len() && x.iter().zip(y.iter()).all(|(s, t)| same_table(s, t))
+    match i {
+        Item::Value(v) => value(v, h),
+        Item::ArrayOfTables(a) => {
+            put(h, b'[', &(a.len() as u64).to_le_bytes());
+            a.iter().for_each(|t| table(t, h));
         }
-        _ => false,
+        _ => put(h, b'0', b""),
     }
 }
 
-fn same_value(a: &Value, b: &Value) -> bool {
-    match (a, b) {
-        (Value::String(x), Value::String(y)) => x.value() == y.value(),
-        (Value::Integer(x), Value::Integer(y)) => x.value() == y.value(),
-        (Value::Float(x), Value::Float(y)) => x.value().to_bits() == y.value().to_bits(),
-        (Value::Boolean(x), Value::Boolean(y)) => x.value() == y.value(),
-        (Value::Datetime(x), Value::Datetime(y)) => x.value() == y.value(),
-        (Value::Array(x), Value::Array(y)) => {
-            x.len() == y.len() && x.iter().zip(y.iter()).all(|(s, t)| same_value(s, t))
+fn value(v: &Value, h: &mut Sha256) {
+    match v {
+        Value::String(s) => put(h, b's', s.value().as_bytes()),
+        Value::Integer(x) => put(h, b'i', &x.value().to_le_bytes()),
+        Value::Float(x) => put(h, b'f', &x.value().to_bits().to_le_bytes()),
+        Value::Boolean(x) => put(h, b'b', &[u8::from(*x.value())]),
+        Value::Datetime(x) => put(h, b'd', x.value().to_string().as_bytes()),
+        Value::Array(a) => {
+            put(h, b'a', &(a.len() as u64).to_le_bytes());
+            a.iter().for_each(|x| value(x, h));
         }
-        (Value::InlineTable(x), Value::InlineTable(y)) => same_table(x, y),
-        _ => false,
+        Value::InlineTable(t) => table(t, h),
     }
 }
 
@@ -66,7 +86,8 @@ mod tests {
         );
         let dotted =
             "version = 2\nplugins.\"io.containerd.grpc.v1.cri\".registry.config_path = '/x' # c\n";
-        for b in [crlf.as_str(), quoted.as_str(), dotted] {
+        let inline = "version = 2\n[plugins]\n\"io.containerd.grpc.v1.cri\" = { registry = { config_path = \"/x\" } }\n";
+        for b in [crlf.as_str(), quoted.as_str(), dotted, inline] {
             assert!(same_meaning(a, b), "{b}");
         }
         assert!(!same_meaning(a, &a.replace("/x", "/y")));
@@ -75,6 +96,7 @@ mod tests {
             a,
             "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\".registry]\n  config_path = 1\n"
         ));
+        assert!(!same_meaning("a = [\"x\", \"y\"]", "a = [\"xy\"]"));
         assert!(!same_meaning(a, "not toml ="));
     }
 }

@@ -96,6 +96,11 @@ pub struct Rendered {
     pub expect: Option<Expectation>,
     /// The directories the admin's `config_path` names (where managed hosts.toml may live).
     pub config_path_dirs: Vec<PathBuf>,
+    /// config.toml's `imports` patterns.
+    pub imports: Vec<String>,
+    /// What containerd loads from config.toml changes (not only its spelling): a restart is
+    /// needed for it.
+    pub meaning_changed: bool,
 }
 
 /// What a render needs to know.
@@ -154,33 +159,59 @@ fn legacy_conflicts(doc: &DocumentMut, registry: &[String]) -> Vec<String> {
     found
 }
 
-/// The admin's file alone: what revert returns, and the text every edit is carried onto. Exact
-/// from the snapshot while config.toml is untouched since regmirror wrote it; otherwise
+/// The admin's file alone (what revert returns, and the text every edit is carried onto), its
+/// parsed document, and the meaning of config.toml as it is now.
+struct Base {
+    doc: DocumentMut,
+    text: String,
+    /// `doc` is an unedited parse of `text` (edits can start from it without a parse).
+    fresh: bool,
+    /// [`meaning::fingerprint`] of config.toml as it is on disk now.
+    meaning_now: Option<String>,
+}
+
+/// Exact from the snapshot while config.toml is untouched since regmirror wrote it; otherwise
 /// regmirror's values are taken back out of whatever the file holds now.
-fn admin_base(input: &RenderInput<'_>) -> Result<(DocumentMut, String), RenderError> {
-    match input.prior.exact_base(input.config) {
-        Some(b) => Ok((parse(b)?, b.to_string())),
-        None => {
-            let mut doc = parse(input.config)?;
-            // No state (first apply, or a lost state dir): regmirror's marked tables are its own.
-            let recognised;
-            let prior = if input.prior.is_empty() {
-                recognised = owned::recognise(&doc);
-                if recognised.is_empty() {
-                    return Ok((doc, input.config.to_string()));
-                }
-                &recognised
-            } else {
-                input.prior
-            };
-            owned::unapply(&mut doc, prior)?;
-            let mut base = preserve::keep_untouched_lines(input.config, &doc.to_string());
-            if prior.no_final_newline && base.ends_with('\n') {
-                base.pop();
-            }
-            Ok((doc, base))
-        }
+fn admin_base(input: &RenderInput<'_>) -> Result<Base, RenderError> {
+    if let Some(b) = input.prior.exact_base(input.config) {
+        let snapshot = input.prior.snapshot.as_ref();
+        return Ok(Base {
+            doc: parse(b)?,
+            text: b.to_string(),
+            fresh: true,
+            meaning_now: snapshot.and_then(|s| s.written_meaning.clone()),
+        });
     }
+    let mut doc = parse(input.config)?;
+    let meaning_now = Some(meaning::fingerprint(&doc));
+    // No state (first apply, or a lost state dir): regmirror's marked tables are its own.
+    let recognised;
+    let prior = if input.prior.is_empty() {
+        recognised = owned::recognise(&doc);
+        if recognised.is_empty() {
+            let text = input.config.to_string();
+            return Ok(Base {
+                doc,
+                text,
+                fresh: true,
+                meaning_now,
+            });
+        }
+        &recognised
+    } else {
+        input.prior
+    };
+    owned::unapply(&mut doc, prior)?;
+    let mut text = preserve::keep_untouched_lines(input.config, &doc.to_string());
+    if prior.no_final_newline && text.ends_with('\n') {
+        text.pop();
+    }
+    Ok(Base {
+        doc,
+        text,
+        fresh: false,
+        meaning_now,
+    })
 }
 
 /// Where hosts.toml and ca.crt go: the first directory of an existing `config_path` in hosts
@@ -304,40 +335,55 @@ fn expectation(mode: WriteMode, spec: &RegistrySpec, certs_dir: PathBuf) -> Expe
 }
 
 /// The edited document printed onto the admin's lines (and line endings), with the snapshot
-/// that makes a later revert exact; refused if it would not parse.
+/// that makes a later revert exact. `pristine` is the unedited document's print: when it is the
+/// base itself (the usual case), toml_edit's print of the edited document is the result, with no
+/// parse; otherwise the edit is carried onto the admin's lines, and that path checks its result
+/// by parsing it (see [`preserve::carry_onto`]).
 fn print_config(
     doc: &DocumentMut,
     base: String,
+    pristine: &str,
     own: &mut ConfigOwnership,
 ) -> Result<String, RenderError> {
-    let printed = preserve::keep_untouched_lines(&base, &doc.to_string());
+    let edited = doc.to_string();
+    let printed = if pristine == base {
+        edited
+    } else {
+        preserve::carry_onto(&base, pristine, &edited)
+    };
     let config = eol::match_line_endings(&base, &printed);
+    if config != printed {
+        // Line endings rewritten after printing: never hand containerd a file that does not
+        // parse (a CRLF inside a multi-line string would be the case this catches).
+        parse(&config).map_err(|e| RenderError::Internal {
+            what: "config.toml".into(),
+            why: e.to_string(),
+        })?;
+    }
     own.no_final_newline = !base.is_empty() && !base.ends_with('\n');
     own.snapshot = Some(owned::Snapshot {
         written_sha256: owned::sha256_hex(&config),
+        written_meaning: Some(meaning::fingerprint(doc)),
         base,
     });
-    // Never hand containerd a file that does not parse.
-    parse(&config).map_err(|e| RenderError::Internal {
-        what: "config.toml".into(),
-        why: e.to_string(),
-    })?;
     Ok(config)
 }
 
 /// Render the new config.toml and managed files.
 pub fn render(input: &RenderInput<'_>) -> Result<Rendered, RenderError> {
-    let (doc, base) = admin_base(input)?;
-    let version = version::detect(&doc)?;
+    let base = admin_base(input)?;
+    let version = version::detect(&base.doc)?;
     let mut warnings = Vec::new();
-    let config_path_dirs = decide::config_path(&doc, input.containerd, version)
+    let config_path_dirs = decide::config_path(&base.doc, input.containerd, version)
         .unwrap_or_default()
         .into_iter()
         .map(PathBuf::from)
         .collect();
+    let imports = imports_of(&base.doc);
     let Some(spec) = input.spec else {
+        let meaning_changed = base.meaning_now.as_deref() != Some(&meaning::fingerprint(&base.doc));
         return Ok(Rendered {
-            config: base,
+            config: base.text,
             ownership: ConfigOwnership::default(),
             files: Vec::new(),
             mode: None,
@@ -345,10 +391,17 @@ pub fn render(input: &RenderInput<'_>) -> Result<Rendered, RenderError> {
             warnings,
             expect: None,
             config_path_dirs,
+            imports,
+            meaning_changed,
         });
     };
     // Edit the admin's text itself: toml_edit spells keys the way the parsed text first did.
-    let mut doc = parse(&base)?;
+    let mut doc = if base.fresh {
+        base.doc
+    } else {
+        parse(&base.text)?
+    };
+    let pristine = doc.to_string();
     let decision = decide::decide(input.mode, input.containerd, version, &doc, spec)?;
     warnings.extend(decision.warnings.iter().cloned());
     let existing = decide::config_path(&doc, input.containerd, version);
@@ -378,7 +431,12 @@ pub fn render(input: &RenderInput<'_>) -> Result<Rendered, RenderError> {
         }
     }
     owned::mark_created(&mut doc, &own);
-    let config = print_config(&doc, base, &mut own)?;
+    let config = print_config(&doc, base.text, &pristine, &mut own)?;
+    let meaning_changed = base.meaning_now.as_deref()
+        != own
+            .snapshot
+            .as_ref()
+            .and_then(|s| s.written_meaning.as_deref());
     Ok(Rendered {
         config,
         ownership: own,
@@ -388,18 +446,27 @@ pub fn render(input: &RenderInput<'_>) -> Result<Rendered, RenderError> {
         warnings,
         expect: Some(expectation(decision.resolved, spec, certs_dir)),
         config_path_dirs,
+        imports,
+        meaning_changed,
     })
+}
+
+/// The `imports` patterns of a config.toml document.
+fn imports_of(doc: &DocumentMut) -> Vec<String> {
+    doc.get("imports")
+        .and_then(|i| i.as_array())
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str())
+                .map(String::from)
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Warnings for drop-ins under `imports` that define the CRI plugin table regmirror edits
 /// (containerd ≤ 1.7 lets such a drop-in replace the main file's whole plugin table).
-pub fn import_warnings(config: &str, imported: &[(PathBuf, String)]) -> Vec<String> {
-    let Ok(doc) = config.parse::<DocumentMut>() else {
-        return Vec::new();
-    };
-    let Ok(version) = version::detect(&doc) else {
-        return Vec::new();
-    };
+pub fn import_warnings(version: ConfigVersion, imported: &[(PathBuf, String)]) -> Vec<String> {
     let plugin = &version::registry_table(version)[..2];
     imported
         .iter()

@@ -55,6 +55,9 @@ pub struct Snapshot {
     pub base: String,
     /// sha256 (hex) of the config.toml text regmirror produced from `base`.
     pub written_sha256: String,
+    /// The meaning fingerprint of that text (see [`super::meaning`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub written_meaning: Option<String>,
 }
 
 /// Hex sha256 of a text.

@@ -17,9 +17,17 @@ pub fn keep_untouched_lines(original: &str, edited: &str) -> String {
         return edited.to_string();
     };
     let printed = doc.to_string();
+    drop(doc);
     if printed == original {
         return edited.to_string();
     }
+    carry_onto(original, &printed, edited)
+}
+
+/// [`keep_untouched_lines`] when the original's print (`printed`, not the original itself) is
+/// already known: replays the edit onto the original lines, and returns `edited` whenever the
+/// result would not be the very same document (checked by parsing both).
+pub fn carry_onto(original: &str, printed: &str, edited: &str) -> String {
     // Lines are compared with their newline; a last line without one gets one for the mapping.
     fn nl(s: &str) -> String {
         if s.is_empty() || s.ends_with('\n') {
@@ -28,7 +36,7 @@ pub fn keep_untouched_lines(original: &str, edited: &str) -> String {
             format!("{s}\n")
         }
     }
-    let Some(mut out) = carry_edit(&nl(original), &nl(&printed), &nl(edited)) else {
+    let Some(mut out) = carry_edit(&nl(original), &nl(printed), &nl(edited)) else {
         return edited.to_string();
     };
     // A missing final newline stays missing while the original's last line is still the last.

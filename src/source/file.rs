@@ -162,13 +162,17 @@ pub async fn run(secret: FileSecret, tx: watch::Sender<Desired>) {
         if tx.is_closed() {
             return;
         }
+        // Events only; the agent's --debounce lets a burst settle. A directory that is not
+        // there (yet) cannot be watched: only then is it looked for again every 30 s.
+        let poll = _watcher.is_none().then_some(Duration::from_secs(30));
         tokio::select! {
-            _ = prx.recv() => {
-                // let a burst of events (rename-over, ..data swap) settle
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                while prx.try_recv().is_ok() {}
-            }
-            _ = tokio::time::sleep(Duration::from_secs(30)) => {}
+            _ = prx.recv() => while prx.try_recv().is_ok() {},
+            _ = async {
+                match poll {
+                    Some(d) => tokio::time::sleep(d).await,
+                    None => std::future::pending().await,
+                }
+            } => {}
         }
         if dir.exists() != watched_exists {
             watched_exists = dir.exists();

@@ -11,6 +11,9 @@
 //!   binary in a private `CARGO_TARGET_DIR` (no second, release, build).
 //! - [`Node`]: `up` / `exec` / `ok` / `down`, the node's root and CRI socket as seen from the host
 //!   (`/proc/<leader>/root/...`).
+//! - [`built_once`]: a cached tree (the rootfs, the pod tests' image base) built once under a lock.
+//! - [`INJECT`] / [`BROKEN_START`]: a containerd start that breaks its CRI plugin once (an
+//!   in-place edit of config.toml, or a start on a broken copy of it), for the rollback tests.
 //!
 //! Built on `tests/support` (`which`, `run_output`, `poll_every`, the prerequisite checks): a test
 //! crate declares `mod support;` next to `mod node_support;`.
@@ -532,6 +535,50 @@ impl Node {
     /// Makes the next containerd start put `config_path` next to the legacy mirrors.
     pub fn arm_config_path_injector(&self) {
         self.ok(&format!("touch {INJECT_MARKER}"));
+    }
+}
+
+/// The marker that arms [`BROKEN_START`] for the next containerd start (it removes it).
+pub const BROKEN_START_MARKER: &str = "/run/regmirror-test/break-next-start";
+
+/// containerd.service's `ExecStart=` wrapper: once, when the marker exists, containerd starts on
+/// a COPY of config.toml with `config_path` added next to the legacy mirrors, so its CRI plugin
+/// fails to load (UNIMPLEMENTED) while config.toml itself, regmirror's file, stays as regmirror
+/// wrote it (a guarded rollback refuses to undo files someone else changed since, so the in-place
+/// edit of [`INJECT`] is no rollback case any more). Otherwise it starts containerd as usual.
+pub const BROKEN_START: &str = r#"#!/bin/sh
+# Written by tests/node_support (ExecStart of containerd.service).
+M=/run/regmirror-test/break-next-start
+[ -e "$M" ] || exec /usr/bin/containerd
+rm -f "$M"
+B=/run/regmirror-test/broken-config.toml
+awk -v hdr='[plugins."io.containerd.grpc.v1.cri".registry]' -v line='config_path = "/nonexistent/certs.d"' '
+    { t = $0; gsub(/^[ \t]+|[ \t]+$/, "", t); print }
+    t == hdr { print "  " line; done = 1 }
+    END { if (!done) { print ""; print hdr; print "  " line } }
+' /etc/containerd/config.toml > "$B" || exit 1
+echo "regmirror-test: containerd starts on $B (config_path next to the mirrors)"
+exec /usr/bin/containerd --config "$B"
+"#;
+
+impl Node {
+    /// Installs [`BROKEN_START`] as containerd.service's `ExecStart=` (disarmed).
+    pub fn install_broken_start(&self) {
+        use std::os::unix::fs::PermissionsExt;
+        let script = self.path("/usr/local/sbin/regmirror-test-containerd");
+        fs::write(&script, BROKEN_START).unwrap();
+        fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
+        self.ok(
+            "mkdir -p /etc/systemd/system/containerd.service.d /run/regmirror-test && \
+             printf '[Service]\\nExecStart=\\nExecStart=/usr/local/sbin/regmirror-test-containerd\\n' \
+             > /etc/systemd/system/containerd.service.d/regmirror-test-start.conf && \
+             systemctl daemon-reload",
+        );
+    }
+
+    /// Makes the next containerd start fail to load its CRI plugin (see [`BROKEN_START`]).
+    pub fn arm_broken_start(&self) {
+        self.ok(&format!("touch {BROKEN_START_MARKER}"));
     }
 }
 

@@ -1,8 +1,8 @@
 //! The DaemonSet's pod for real (`tests/daemonset_pod.rs`): the image built from
 //! `packaging/Containerfile` ([`image`]), the manifest translated into kubelet's CRI calls
 //! ([`translate`]), a CRI runtime client for them ([`cri`]), and what kubelet does around a pod:
-//! a Secret volume in kubelet's atomic-writer layout ([`SecretVolume`]), a CNI network
-//! configuration for the node ([`CNI_LOOPBACK`]), HTTP probes in the pod's network namespace
+//! a Secret volume in kubelet's atomic-writer layout ([`SecretVolume`]), a CNI network for the
+//! node ([`cni_bin_dir`], [`CNI_CONFLIST`]), HTTP probes in the pod's network namespace
 //! ([`probe`]).
 //!
 //! Built on `tests/support` and `tests/node_support`: a test crate declares `mod support;`,
