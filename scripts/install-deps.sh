@@ -2,10 +2,11 @@
 # Installs everything the build and the tests need on Debian 12 (idempotent; needs root):
 # protoc for the CRI client's build script, the real containerd + registry + image tools for the
 # end-to-end tests, systemd-nspawn + debootstrap for the booted-node tests, and cargo-deb + helm
-# for the packaging tests, and the newer containerd releases of the e2e matrix.
+# for the packaging tests, buildah + catatonit + CNI plugins for the DaemonSet pod test
+# (tests/daemonset_pod.rs), and the newer containerd releases of the e2e matrix.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PKGS="protobuf-compiler containerd docker-registry skopeo umoci apache2-utils openssl systemd-container debootstrap curl unzip"
+PKGS="protobuf-compiler containerd docker-registry skopeo umoci apache2-utils openssl systemd-container debootstrap curl unzip buildah catatonit containernetworking-plugins binutils"
 missing=""
 for p in $PKGS; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
 if [ -n "$missing" ]; then
