@@ -13,6 +13,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 /// How log lines are written.
@@ -124,6 +125,41 @@ pub mod notify {
     }
 }
 
+/// What this binary is: the package version, and the commit when the build set
+/// `REGMIRROR_GIT_SHA` (e.g. `REGMIRROR_GIT_SHA=$(git rev-parse --short HEAD) cargo build`).
+pub mod build {
+    use std::sync::OnceLock;
+
+    /// The package version (Cargo.toml).
+    pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+    /// The commit the binary was built from, when the build said so (empty counts as unset).
+    pub fn git_sha() -> Option<&'static str> {
+        option_env!("REGMIRROR_GIT_SHA").filter(|s| !s.trim().is_empty())
+    }
+
+    /// `0.1.0`, or `0.1.0 (git abc1234)`: what `--version` prints after the name.
+    pub fn version() -> &'static str {
+        static V: OnceLock<String> = OnceLock::new();
+        V.get_or_init(|| match git_sha() {
+            Some(sha) => format!("{VERSION} (git {sha})"),
+            None => VERSION.to_string(),
+        })
+    }
+}
+
+/// Buckets (seconds) of `regmirror_reconcile_duration_seconds`: a no-op reconcile takes
+/// milliseconds, one with a restart (and jitter) tens of seconds.
+pub const RECONCILE_BUCKETS: [f64; 14] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+];
+/// Buckets (seconds) of `regmirror_containerd_restart_duration_seconds`.
+pub const RESTART_BUCKETS: [f64; 11] = [0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0];
+/// Buckets (seconds) of `regmirror_health_check_duration_seconds` (bounded by `--health-timeout`).
+pub const HEALTH_BUCKETS: [f64; 12] = [
+    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabel {
     pub result: String,
@@ -143,6 +179,14 @@ pub struct Telemetry {
     pub drift_repairs: Counter,
     pub last_success: Gauge<f64, AtomicU64>,
     pub spec_info: Family<HashLabel, Gauge>,
+    /// `regmirror_build_info{version, git_sha?}` 1.
+    pub build_info: Family<Vec<(String, String)>, Gauge>,
+    /// One reconcile, from trigger to outcome (see [`Telemetry::observe_reconcile`]).
+    pub reconcile_duration: Histogram,
+    /// The restart command alone (`systemctl restart` or `--reload command:`).
+    pub restart_duration: Histogram,
+    /// Waiting for containerd to be healthy over CRI after a restart.
+    pub health_check_duration: Histogram,
     current_hash: Mutex<Option<String>>,
     ready: AtomicBool,
     not_ready_reason: Mutex<String>,
@@ -202,6 +246,35 @@ impl Telemetry {
             "The applied spec's hash (PASSWORD excluded), value 1",
             spec_info.clone(),
         );
+        let build_info = Family::<Vec<(String, String)>, Gauge>::default();
+        let mut labels = vec![("version".to_string(), build::VERSION.to_string())];
+        if let Some(sha) = build::git_sha() {
+            labels.push(("git_sha".to_string(), sha.to_string()));
+        }
+        build_info.get_or_create(&labels).set(1);
+        registry.register(
+            "build_info",
+            "The running regmirror's version (and commit, when built with one), value 1",
+            build_info.clone(),
+        );
+        let reconcile_duration = Histogram::new(RECONCILE_BUCKETS);
+        let restart_duration = Histogram::new(RESTART_BUCKETS);
+        let health_check_duration = Histogram::new(HEALTH_BUCKETS);
+        registry.register(
+            "reconcile_duration_seconds",
+            "Time of one reconcile, from its trigger (after debounce) to its outcome",
+            reconcile_duration.clone(),
+        );
+        registry.register(
+            "containerd_restart_duration_seconds",
+            "Time of the containerd restart command (systemctl restart or --reload command:)",
+            restart_duration.clone(),
+        );
+        registry.register(
+            "health_check_duration_seconds",
+            "Time until containerd answered CRI Version and Status ready after a restart",
+            health_check_duration.clone(),
+        );
         Telemetry {
             registry,
             applies,
@@ -210,11 +283,30 @@ impl Telemetry {
             drift_repairs,
             last_success,
             spec_info,
+            build_info,
+            reconcile_duration,
+            restart_duration,
+            health_check_duration,
             current_hash: Mutex::new(None),
             ready: AtomicBool::new(false),
             not_ready_reason: Mutex::new("no reconcile yet".into()),
             heartbeat: AtomicI64::new(now_secs()),
         }
+    }
+
+    /// One reconcile took `elapsed` (every outcome, no-ops included).
+    pub fn observe_reconcile(&self, elapsed: Duration) {
+        self.reconcile_duration.observe(elapsed.as_secs_f64());
+    }
+
+    /// One containerd restart command took `elapsed` (whether it succeeded or not).
+    pub fn observe_containerd_restart(&self, elapsed: Duration) {
+        self.restart_duration.observe(elapsed.as_secs_f64());
+    }
+
+    /// One post-restart health check took `elapsed` (healthy or timed out).
+    pub fn observe_health_check(&self, elapsed: Duration) {
+        self.health_check_duration.observe(elapsed.as_secs_f64());
     }
 
     pub fn count(&self, result: &str) {
@@ -399,5 +491,69 @@ impl NodeReporter {
         {
             tracing::warn!(error = %e, "could not annotate Node {}", self.node);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_expose_build_info_and_duration_histograms() {
+        let t = Telemetry::new();
+        let before = t.encode();
+        let version = format!("version=\"{}\"", build::VERSION);
+        let info = before
+            .lines()
+            .find(|l| l.starts_with("regmirror_build_info{"))
+            .unwrap_or_else(|| panic!("no build_info:\n{before}"));
+        assert!(info.contains(&version) && info.ends_with(" 1"), "{info}");
+        assert_eq!(info.contains("git_sha="), build::git_sha().is_some(), "{info}");
+        for family in [
+            "regmirror_reconcile_duration_seconds",
+            "regmirror_containerd_restart_duration_seconds",
+            "regmirror_health_check_duration_seconds",
+        ] {
+            assert!(
+                before.contains(&format!("# TYPE {family} histogram")),
+                "{family}:\n{before}"
+            );
+            assert!(before.contains(&format!("{family}_count 0")), "{before}");
+        }
+
+        t.observe_reconcile(Duration::from_millis(30));
+        t.observe_reconcile(Duration::from_secs(40));
+        t.observe_containerd_restart(Duration::from_millis(1500));
+        t.observe_health_check(Duration::from_millis(70));
+        let after = t.encode();
+        let sample = |series: &str| -> f64 {
+            after
+                .lines()
+                .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+                .unwrap_or_else(|| panic!("no {series}:\n{after}"))
+        };
+        assert_eq!(sample("regmirror_reconcile_duration_seconds_count"), 2.0);
+        assert_eq!(
+            sample("regmirror_reconcile_duration_seconds_bucket{le=\"0.05\"}"),
+            1.0
+        );
+        assert_eq!(
+            sample("regmirror_reconcile_duration_seconds_bucket{le=\"60.0\"}"),
+            2.0
+        );
+        assert_eq!(
+            sample("regmirror_containerd_restart_duration_seconds_bucket{le=\"1.0\"}"),
+            0.0
+        );
+        assert_eq!(
+            sample("regmirror_containerd_restart_duration_seconds_bucket{le=\"2.0\"}"),
+            1.0
+        );
+        assert!((sample("regmirror_health_check_duration_seconds_sum") - 0.07).abs() < 1e-9);
+    }
+
+    #[test]
+    fn version_names_the_package_version() {
+        assert!(build::version().starts_with(env!("CARGO_PKG_VERSION")));
     }
 }

@@ -79,6 +79,7 @@ containerd_matrix!(
     case11_v2_target_form,
     case12_version1_file,
     case13_config_path_list,
+    case14_strict_airgap_never_contacts_upstream,
     diff_and_reapply_are_idempotent,
 );
 
@@ -399,6 +400,60 @@ fn case7_hosts_live_update(release: Release) {
         "the old mirror was still asked after the update:\n{}",
         a.log_since(a_mark)
     );
+}
+
+/// A TCP listener on 127.0.0.1 standing in for the upstream registry: it counts every
+/// connection (and closes it). Any contact at all is what strict air-gap must rule out, so no
+/// registry protocol is needed behind it. Stops with the test process.
+fn upstream_counter() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let host = l.local_addr().unwrap().to_string();
+    let n = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = n.clone();
+    std::thread::spawn(move || {
+        for c in l.incoming() {
+            seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            drop(c);
+        }
+    });
+    (host, n)
+}
+
+/// Case 14: strict air-gap (`--strict-airgap`): an image the mirror has pulls through it; one
+/// it lacks fails, and the upstream stand-in sees no connection. Control: the same Secret
+/// without the flag makes containerd fall back to the upstream (a connection is seen).
+fn case14_strict_airgap_never_contacts_upstream(release: Release) {
+    let reg = Registry::start(Kind::Plain);
+    let (up, contacts) = upstream_counter();
+    let dir = up.replace(':', "_");
+    reg.push_tiny(&format!("airgap-images/{dir}/library/tiny"));
+    let mut secret = Secret::new(&reg.host(), &format!("{up}::http://{}/airgap-images/{dir}", reg.host()));
+    secret.insecure = true;
+    let mut node = Containerd::prepare_on(release, Base::Debian);
+    node.start();
+    let file = secret.write(&node, "secret");
+    let file = file.to_str().unwrap();
+    let count = || contacts.load(std::sync::atomic::Ordering::SeqCst);
+    for strict in [false, true] {
+        let mut args = vec!["--secret-file", file, "--mode", "hosts", "--reload", "none"];
+        if strict {
+            args.push("--strict-airgap");
+        }
+        let run = cli::regmirror(&node, "apply", &args);
+        assert_eq!(run.code, 0, "{run}");
+        node.restart();
+        let path = format!("/v2/airgap-images/{dir}/library/tiny/manifests/1");
+        assert_pull_via(&node, &reg, &format!("{up}/library/tiny:1"), &path);
+        let before = count();
+        assert_pull_fails(&node, &format!("{up}/library/absent:1"));
+        let seen = count() - before;
+        eprintln!("strict={strict}: upstream stand-in saw {seen} connection(s) for a missing image");
+        if strict {
+            assert_eq!(seen, 0, "strict air-gap contacted upstream:\n{}", cli::written_files(&node));
+        } else {
+            assert!(seen > 0, "control: no fallback to upstream seen:\n{}", cli::written_files(&node));
+        }
+    }
 }
 
 /// Case 8: negative control: the seed doc's endpoint form (no scheme, no `/v2`), written by

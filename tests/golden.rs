@@ -527,6 +527,7 @@ fn render_for(config: &str, spec: &RegistrySpec, mode: Mode, containerd: &str) -
         mode,
         certs_dir: std::path::Path::new(CERTS),
         containerd: Some(containerd.parse().unwrap()),
+        hosts: Default::default(),
     })
     .unwrap_or_else(|e| panic!("render refused: {e}"))
 }

@@ -40,6 +40,8 @@ pub struct AgentConfig {
     pub node_name: Option<String>,
     pub paths: Paths,
     pub mode: Mode,
+    /// Strict air-gap and dial timeout for hosts.toml.
+    pub hosts: crate::render::HostsOptions,
     pub reloader: Reloader,
     /// How to learn the containerd version (asked at every reconcile).
     pub probe: Probe,

@@ -35,6 +35,7 @@ use triggers::Trigger;
 pub struct Ctx {
     pub paths: Paths,
     pub mode: Mode,
+    pub hosts: crate::render::HostsOptions,
     /// How to learn the node's containerd version (asked again at every reconcile: an upgrade
     /// from 1.x to 2.x under the agent changes what must be written).
     pub probe: Probe,
@@ -132,6 +133,7 @@ async fn run_async(config: AgentConfig) -> anyhow::Result<()> {
     let ctx = Ctx {
         paths: config.paths.clone(),
         mode: config.mode,
+        hosts: config.hosts,
         probe: config.probe.clone(),
         containerd: None,
         decided: false,

@@ -54,6 +54,7 @@ async fn decide_for(ctx: &mut Ctx, trigger: Trigger) -> Choice {
         return Choice {
             mode: ctx.mode,
             containerd: ctx.containerd,
+            hosts: ctx.hosts,
         };
     }
     let node = crate::runtime::detect::detect(&ctx.probe).await;
@@ -73,6 +74,7 @@ async fn decide_for(ctx: &mut Ctx, trigger: Trigger) -> Choice {
     Choice {
         mode: ctx.mode,
         containerd: node.version,
+        hosts: ctx.hosts,
     }
 }
 

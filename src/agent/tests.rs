@@ -90,6 +90,7 @@ fn node(version: &str) -> Node {
             state_dir: dir.path().join("state"),
         },
         mode: Mode::Auto,
+        hosts: Default::default(),
         probe: Probe {
             explicit: Some(version.parse::<VersionArg>().unwrap()),
             socket: dir.path().join("none.sock"),
@@ -329,6 +330,7 @@ async fn a_rollback_never_undoes_a_manual_apply_made_meanwhile() {
         let choice = crate::render::Choice {
             mode: Mode::Auto,
             containerd: Some("2.1.9".parse().unwrap()),
+            ..Default::default()
         };
         crate::apply::apply(&paths, Some(&spec), choice).unwrap();
     }));

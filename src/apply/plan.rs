@@ -257,6 +257,7 @@ pub fn plan(
         mode: choice.mode,
         certs_dir: &paths.certs_dir,
         containerd: choice.containerd,
+        hosts: choice.hosts,
     })?;
     let mut roots = vec![paths.certs_dir.clone()];
     roots.extend(rendered.config_path_dirs.iter().cloned());

@@ -20,7 +20,7 @@ use crate::source::file::FileSecret;
 #[derive(Parser, Debug)]
 #[command(
     name = "regmirror",
-    version,
+    version = crate::observe::build::version(),
     about = "Point containerd at a private registry mirror, from the jet-system/registry-info Secret"
 )]
 pub struct Cli {
@@ -35,7 +35,12 @@ pub enum Command {
         #[command(flatten)]
         what: ApplyArgs,
         #[command(flatten)]
+        cluster: ClusterArgs,
+        #[command(flatten)]
         runtime: RuntimeArgs,
+        /// text (a unified diff), or json (schema regmirror.diff/v1, documented in the README).
+        #[arg(short = 'o', long = "output", value_enum, default_value_t = Output::Text)]
+        output: Output,
     },
     /// Write the configuration (exit 0: applied or unchanged, 2: error).
     Apply {
@@ -73,6 +78,12 @@ pub enum Command {
         #[arg(short = 'o', long = "output", value_enum, default_value_t = Output::Text)]
         output: Output,
     },
+    /// Print shell completions (bash, zsh, fish, elvish, powershell) generated from these flags.
+    #[command(hide = true)]
+    Completions { shell: clap_complete::Shell },
+    /// Print the man page (roff) generated from these flags.
+    #[command(hide = true)]
+    Man,
 }
 
 /// What `diff` and `apply` render: the Secret, the files, the mode.
@@ -86,6 +97,37 @@ pub struct ApplyArgs {
     pub paths: PathArgs,
     #[arg(long, env = "REGMIRROR_MODE", value_enum, default_value_t = ModeArg::Auto)]
     pub mode: ModeArg,
+    #[command(flatten)]
+    pub hosts: HostsArgs,
+}
+
+/// hosts.toml choices of the node, not of the Secret (its format stays as it is).
+#[derive(Args, Debug, Clone)]
+pub struct HostsArgs {
+    /// Strict air-gap: no fallback to the upstream registry (hosts mode; the last mirror
+    /// endpoint becomes hosts.toml's `server`). A pull the mirror cannot serve fails.
+    #[arg(
+        long,
+        env = "REGMIRROR_STRICT_AIRGAP",
+        value_parser = clap::builder::BoolishValueParser::new(),
+        num_args = 0..=1,
+        default_value = "false",
+        default_missing_value = "true"
+    )]
+    pub strict_airgap: bool,
+    /// hosts.toml `dial_timeout` for every mirror host, so a dead mirror fails over fast
+    /// (written for containerd ≥ 2.1, which reads it; "0s" writes none).
+    #[arg(long, env = "REGMIRROR_DIAL_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
+    pub dial_timeout: Duration,
+}
+
+impl HostsArgs {
+    pub fn options(&self) -> crate::render::HostsOptions {
+        crate::render::HostsOptions {
+            strict: self.strict_airgap,
+            dial_timeout: Some(self.dial_timeout).filter(|d| !d.is_zero()),
+        }
+    }
 }
 
 /// Where the registry-info Secret is read from, for the one-shot commands.
@@ -98,6 +140,24 @@ pub struct SecretArgs {
     /// A directory of key files, as kubelet mounts a Secret volume.
     #[arg(long, env = "REGMIRROR_SECRET_DIR", value_name = "DIR")]
     pub secret_dir: Option<PathBuf>,
+}
+
+/// `diff --from-cluster`: the Secret from the Kubernetes API (one read-only GET), for an admin
+/// off the node. Which Secret: `--secret-name` / `--secret-namespace`.
+#[derive(Args, Debug, Clone)]
+pub struct ClusterArgs {
+    /// Read the Secret from the cluster (one GET, the admin's own kubeconfig) instead of a file.
+    #[arg(long, group = "SecretArgs")]
+    pub from_cluster: bool,
+    /// kubeconfig for --from-cluster (default: $KUBECONFIG, ~/.kube/config, then in-cluster).
+    #[arg(long, env = "REGMIRROR_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context for --from-cluster (default: its current context).
+    #[arg(long, requires = "from_cluster")]
+    pub context: Option<String>,
+    /// How long the GET may take.
+    #[arg(long, default_value = "30s", value_parser = parse_duration, requires = "from_cluster")]
+    pub request_timeout: Duration,
 }
 
 /// Which Secret in a manifest (and, for `run`, in the cluster).
@@ -243,6 +303,8 @@ pub struct RunArgs {
     #[arg(long, env = "REGMIRROR_MODE", value_enum, default_value_t = ModeArg::Auto)]
     pub mode: ModeArg,
     #[command(flatten)]
+    pub hosts: HostsArgs,
+    #[command(flatten)]
     pub reload: ReloadArgs,
     /// Random wait before a containerd restart, 0 to this (spreads restarts over a fleet).
     #[arg(long, env = "REGMIRROR_RESTART_JITTER", default_value = "30s", value_parser = parse_duration)]
@@ -293,6 +355,7 @@ impl RunArgs {
             node_name: self.node_name.clone(),
             paths: self.paths.paths(),
             mode: self.mode.into(),
+            hosts: self.hosts.options(),
             reloader: self.reload.reloader(ReloadStrategy::Auto),
             probe: self.reload.runtime.probe(),
             restart_jitter: self.restart_jitter,
@@ -363,7 +426,7 @@ impl From<LogFormatArg> for LogFormat {
     }
 }
 
-/// `-o` of `resolve`.
+/// `-o` of `resolve` and `diff`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Output {
     Text,
@@ -379,7 +442,7 @@ pub fn file_secret(secret: &SecretArgs, name: &SecretName) -> FileSecret {
             namespace: Some(name.secret_namespace.clone()),
         },
         (None, Some(d)) => FileSecret::Dir(d.clone()),
-        (None, None) => unreachable!("clap requires one of --secret-file / --secret-dir"),
+        (None, None) => unreachable!("clap requires a Secret source (--secret-file, --secret-dir or --from-cluster)"),
     }
 }
 

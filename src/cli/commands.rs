@@ -7,8 +7,10 @@ use std::process::ExitCode;
 
 use super::Failure;
 use super::args::{
-    ApplyArgs, ConfigFiles, Output, PathArgs, ReloadArgs, RuntimeArgs, SecretArgs, SecretName,
+    ApplyArgs, ClusterArgs, ConfigFiles, Output, PathArgs, ReloadArgs, RuntimeArgs, SecretArgs,
+    SecretName,
 };
+use super::diff_view::DiffSource;
 use crate::apply::{self, Paths};
 use crate::cri;
 use crate::reload::ReloadStrategy;
@@ -31,10 +33,11 @@ fn print_warnings(w: &[String]) {
 }
 
 /// The renderer's input from `--mode` and what is known of the node's containerd.
-fn choice(mode: Mode, node: &Runtime) -> Choice {
+fn choice(what: &ApplyArgs, node: &Runtime) -> Choice {
     Choice {
-        mode,
+        mode: what.mode.into(),
         containerd: node.version,
+        hosts: what.hosts.options(),
     }
 }
 
@@ -50,15 +53,83 @@ fn yes_no(b: bool) -> &'static str {
     if b { "yes" } else { "no" }
 }
 
-pub fn diff(what: &ApplyArgs, runtime: &RuntimeArgs) -> Result<ExitCode, Failure> {
-    let spec = load_spec(&what.secret, &what.name)?;
+/// The Secret for `diff`: from the flags' file or directory, or (`--from-cluster`) one GET.
+fn diff_spec(
+    what: &ApplyArgs,
+    cluster: &ClusterArgs,
+) -> Result<(RegistrySpec, DiffSource), Failure> {
+    if !cluster.from_cluster {
+        let spec = load_spec(&what.secret, &what.name)?;
+        let source = match super::args::file_secret(&what.secret, &what.name) {
+            crate::source::file::FileSecret::Manifest { path, .. } => DiffSource::File {
+                path: path.display().to_string(),
+            },
+            crate::source::file::FileSecret::Dir(d) => DiffSource::Dir {
+                path: d.display().to_string(),
+            },
+        };
+        return Ok((spec, source));
+    }
+    let (ns, name) = (&what.name.secret_namespace, &what.name.secret_name);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let fetched = rt
+        .block_on(crate::source::kube::get_secret(
+            cluster.kubeconfig.as_ref(),
+            cluster.context.as_deref(),
+            ns,
+            name,
+            cluster.request_timeout,
+        ))
+        .map_err(|e| Failure(format!("{e:#}")))?;
+    let Some(fetched) = fetched else {
+        return Err(Failure(format!("Secret {ns}/{name} not found in the cluster")));
+    };
+    let rv = fetched.secret.metadata.resource_version.clone();
+    let server = fetched.server;
+    let data = spec::secret_data_from_object(&fetched.secret);
+    let spec = spec::parse_spec(&data)
+        .map_err(|e| Failure(format!("Secret {ns}/{name} from {server}: {e}")))?;
+    eprintln!(
+        "Secret {ns}/{name} from {server} (resourceVersion {})",
+        rv.as_deref().unwrap_or("?")
+    );
+    Ok((
+        spec,
+        DiffSource::Cluster {
+            server,
+            namespace: ns.clone(),
+            name: name.clone(),
+            resource_version: rv,
+        },
+    ))
+}
+
+pub fn diff(
+    what: &ApplyArgs,
+    cluster: &ClusterArgs,
+    runtime: &RuntimeArgs,
+    output: Output,
+) -> Result<ExitCode, Failure> {
+    let (spec, source) = diff_spec(what, cluster)?;
     let node = detect_blocking(&runtime.probe());
     let plan = apply::plan(
         &what.paths.paths(),
         Some(&spec),
-        choice(what.mode.into(), &node),
+        choice(what, &node),
     )?;
     print_warnings(&plan.warnings);
+    let code = if plan.changes.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    };
+    if output == Output::Json {
+        let view = super::diff_view::view(&plan, mode_name(plan.mode), spec.hash(), &node, source);
+        println!("{}", serde_json::to_string_pretty(&view).expect("json"));
+        return Ok(code);
+    }
     let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let mut out = std::io::stdout().lock();
     for c in &plan.changes {
@@ -66,7 +137,7 @@ pub fn diff(what: &ApplyArgs, runtime: &RuntimeArgs) -> Result<ExitCode, Failure
     }
     if plan.changes.is_empty() {
         eprintln!("no change; decided for {node}");
-        return Ok(ExitCode::SUCCESS);
+        return Ok(code);
     }
     let _ = writeln!(
         out,
@@ -74,7 +145,7 @@ pub fn diff(what: &ApplyArgs, runtime: &RuntimeArgs) -> Result<ExitCode, Failure
         mode_name(plan.mode),
         yes_no(plan.restart_needed)
     );
-    Ok(ExitCode::from(1))
+    Ok(code)
 }
 
 fn report(outcome: &apply::Outcome, verb: &str) {
@@ -98,7 +169,7 @@ pub fn apply(what: &ApplyArgs, reload: &ReloadArgs) -> Result<ExitCode, Failure>
     let spec = load_spec(&what.secret, &what.name)?;
     let node = detect_blocking(&reload.runtime.probe());
     let paths = what.paths.paths();
-    let choice = choice(what.mode.into(), &node);
+    let choice = choice(what, &node);
     let (plan, outcome) = apply::apply_planned(&paths, Some(&spec), choice)?;
     println!("decided for {node}");
     report(&outcome, "applied");

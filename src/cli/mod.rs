@@ -5,6 +5,8 @@
 pub mod args;
 pub mod commands;
 pub mod diff;
+pub mod diff_view;
+pub mod generate;
 
 use std::process::ExitCode;
 
@@ -24,7 +26,12 @@ impl<E: std::error::Error + 'static> From<E> for Failure {
 
 fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
     match cli.command {
-        Command::Diff { what, runtime } => commands::diff(&what, &runtime),
+        Command::Diff {
+            what,
+            cluster,
+            runtime,
+            output,
+        } => commands::diff(&what, &cluster, &runtime, output),
         Command::Apply { what, reload } => commands::apply(&what, &reload),
         Command::Revert { paths, reload } => commands::revert(&paths, &reload),
         Command::Show {
@@ -38,6 +45,14 @@ fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
             runtime,
             output,
         } => commands::resolve(&image, &files, &runtime, output),
+        Command::Completions { shell } => {
+            generate::print(&generate::completions(shell))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man => {
+            generate::print(&generate::man())?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Run(args) => {
             let config = args.config().map_err(Failure)?;
             crate::agent::run(config)

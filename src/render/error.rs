@@ -14,6 +14,10 @@ pub enum RenderError {
     NotUtf8,
     #[error("config.toml: version = {value} is not a containerd config version (1, 2, 3 or later)")]
     BadVersion { value: String },
+    #[error(
+        "strict air-gap needs hosts mode: containerd's legacy registry.mirrors always fall back to the upstream registry (use --mode hosts or auto)"
+    )]
+    StrictNeedsHosts,
     #[error("config.toml: version must be an integer")]
     VersionNotInteger,
     #[error(

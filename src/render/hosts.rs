@@ -28,52 +28,120 @@ pub fn upstream(source: &Source) -> Option<String> {
 pub const HEADER: &str =
     "# Managed by regmirror from the registry-info Secret; edits are overwritten.\n";
 
+/// The hosts.toml choices a render makes for the running containerd.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Options {
+    /// No upstream fallback: the last endpoint is also the `server` (see
+    /// [`super::HostsOptions`]); a miss asks it twice, never the upstream.
+    pub strict: bool,
+    /// `dial_timeout` to write (Go duration text), when the running containerd reads it.
+    pub dial_timeout: Option<std::time::Duration>,
+}
+
+impl Options {
+    /// `dial_timeout` only for a containerd known to read it (2.1 and later); older ones
+    /// ignore the key, an unknown version gets none.
+    pub fn for_runtime(
+        o: super::HostsOptions,
+        containerd: Option<crate::runtime::ContainerdVersion>,
+    ) -> Options {
+        let reads = containerd.is_some_and(|v| v >= crate::runtime::ContainerdVersion::new(2, 1, 0));
+        Options {
+            strict: o.strict,
+            dial_timeout: o.dial_timeout.filter(|d| reads && !d.is_zero()),
+        }
+    }
+}
+
+/// A Go duration for `dial_timeout` (`200ms`, `3s`).
+fn go_duration(d: std::time::Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}
+
+/// The settings of one endpoint: as a `[host."url"]` table, or (strict, last) at the top level.
+fn endpoint_settings(
+    t: &mut dyn toml_edit::TableLike,
+    spec: &RegistrySpec,
+    target: &crate::spec::Target,
+    ep: &crate::spec::endpoint::EndpointUrl,
+    ca_file: Option<&str>,
+    options: Options,
+) {
+    let (_, override_path) = target.endpoint_url(ep.scheme);
+    t.insert("capabilities", value(Array::from_iter(["pull", "resolve"])));
+    if override_path {
+        t.insert("override_path", value(true));
+    }
+    if let (Some(ca), crate::spec::Scheme::Https) = (ca_file, ep.scheme) {
+        t.insert("ca", value(ca));
+    }
+    if ep.skip_verify {
+        t.insert("skip_verify", value(true));
+    }
+    if let Some(d) = options.dial_timeout {
+        t.insert("dial_timeout", value(go_duration(d)));
+    }
+    // Credentials go to DOMAIN's host only, never to other mirror hosts.
+    if let Some(c) = &spec.credentials
+        && target.host == spec.domain
+    {
+        let mut header = Table::new();
+        header["Authorization"] = value(format!("Basic {}", c.basic_token()));
+        t.insert("header", Item::Table(header));
+    }
+}
+
 /// The hosts.toml text for one mirror entry.
-pub fn hosts_toml(spec: &RegistrySpec, mirror: &Mirror, ca_file: Option<&str>) -> String {
+pub fn hosts_toml(
+    spec: &RegistrySpec,
+    mirror: &Mirror,
+    ca_file: Option<&str>,
+    options: Options,
+) -> String {
     let mut doc = DocumentMut::new();
-    if let Some(server) = upstream(&mirror.source) {
+    let strict = options.strict && mirror.target.is_some();
+    if let Some(server) = upstream(&mirror.source).filter(|_| !strict) {
         doc["server"] = value(server);
     }
     let mut hosts = Table::new();
     hosts.set_implicit(true);
+    let mut top = Table::new();
     if let Some(t) = &mirror.target {
-        for (url, ep) in endpoint_list(spec, Some(t))
+        let all: Vec<_> = endpoint_list(spec, Some(t))
             .into_iter()
             .zip(t.endpoints(spec.insecure))
-        {
-            let (_, override_path) = t.endpoint_url(ep.scheme);
+            .collect();
+        for (i, (url, ep)) in all.iter().enumerate() {
+            if strict && i + 1 == all.len() {
+                // The last endpoint is also the server: nothing after it, no upstream. It stays
+                // a [host] too: containerd 1.x refuses a hosts.toml without a `host` table.
+                doc["server"] = value(url.as_str());
+                endpoint_settings(&mut top, spec, t, ep, ca_file, options);
+            }
             let mut h = Table::new();
-            h["capabilities"] = value(Array::from_iter(["pull", "resolve"]));
-            if override_path {
-                h["override_path"] = value(true);
-            }
-            if let (Some(ca), crate::spec::Scheme::Https) = (ca_file, ep.scheme) {
-                h["ca"] = value(ca);
-            }
-            if ep.skip_verify {
-                h["skip_verify"] = value(true);
-            }
-            // Credentials go to DOMAIN's host only, never to other mirror hosts.
-            if let Some(c) = &spec.credentials
-                && t.host == spec.domain
-            {
-                let mut header = Table::new();
-                header["Authorization"] = value(format!("Basic {}", c.basic_token()));
-                h.insert("header", Item::Table(header));
-            }
-            hosts.insert(&url, Item::Table(h));
+            endpoint_settings(&mut h, spec, t, ep, ca_file, options);
+            hosts.insert(url, Item::Table(h));
         }
+    }
+    let header = top.remove("header");
+    for (k, v) in top.into_iter() {
+        doc.insert(&k, v);
+    }
+    if let Some(h) = header {
+        doc.insert("header", h);
     }
     if !hosts.is_empty() {
         doc.insert("host", Item::Table(hosts));
     }
     let body = doc.to_string();
-    format!(
-        "{HEADER}{}{body}",
-        if mirror.target.is_none() {
-            "# no mirror for this registry: pulls go to the upstream only\n"
-        } else {
-            ""
-        }
-    )
+    let note = match (&mirror.target, strict) {
+        (None, _) => "# no mirror for this registry: pulls go to the upstream only\n",
+        (Some(_), true) => "# strict air-gap: no fallback to the upstream registry\n",
+        (Some(_), false) => "",
+    };
+    format!("{HEADER}{note}{body}")
 }

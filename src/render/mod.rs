@@ -40,19 +40,33 @@ pub enum Mode {
     Hosts,
 }
 
-/// What the renderer decides with: the asked-for mode and the running containerd's version.
+/// Node-local choices for hosts.toml that the Secret does not carry (flags / Helm values).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct HostsOptions {
+    /// Strict air-gap: no upstream fallback. The last mirror endpoint is also hosts.toml's
+    /// `server`, so containerd never contacts the source registry (hosts mode only: legacy
+    /// `endpoint` lists always fall back to upstream).
+    pub strict: bool,
+    /// hosts.toml `dial_timeout` for every mirror host (containerd ≥ 2.1 reads it; older ones
+    /// and an unknown version get none).
+    pub dial_timeout: Option<std::time::Duration>,
+}
+
+/// What the renderer decides with: the asked-for mode, the running containerd's version, and
+/// the node's hosts.toml options.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Choice {
     pub mode: Mode,
     /// `None`: unknown; the decision is made from the file alone.
     pub containerd: Option<crate::runtime::ContainerdVersion>,
+    pub hosts: HostsOptions,
 }
 
 impl From<Mode> for Choice {
     fn from(mode: Mode) -> Self {
         Choice {
             mode,
-            containerd: None,
+            ..Choice::default()
         }
     }
 }
@@ -115,6 +129,8 @@ pub struct RenderInput<'a> {
     pub certs_dir: &'a Path,
     /// The running containerd's version (`None`: unknown, decide from the file alone).
     pub containerd: Option<crate::runtime::ContainerdVersion>,
+    /// Strict air-gap and dial timeout (see [`HostsOptions`]).
+    pub hosts: HostsOptions,
 }
 
 fn parse(text: &str) -> Result<DocumentMut, RenderError> {
@@ -260,6 +276,7 @@ struct HostsMode<'a> {
     containerd: Option<crate::runtime::ContainerdVersion>,
     certs_dir: &'a Path,
     ca_file: Option<&'a str>,
+    options: hosts::Options,
 }
 
 impl HostsMode<'_> {
@@ -295,7 +312,7 @@ impl HostsMode<'_> {
         spec: &RegistrySpec,
         m: &crate::spec::Mirror,
     ) -> Result<ManagedFile, RenderError> {
-        let text = hosts::hosts_toml(spec, m, self.ca_file);
+        let text = hosts::hosts_toml(spec, m, self.ca_file, self.options);
         text.parse::<DocumentMut>()
             .map_err(|e| RenderError::Internal {
                 what: format!("hosts.toml for {}", m.source),
@@ -402,7 +419,12 @@ pub fn render(input: &RenderInput<'_>) -> Result<Rendered, RenderError> {
         parse(&base.text)?
     };
     let pristine = doc.to_string();
-    let decision = decide::decide(input.mode, input.containerd, version, &doc, spec)?;
+    let mode = match (input.hosts.strict, input.mode) {
+        (true, Mode::Legacy) => return Err(RenderError::StrictNeedsHosts),
+        (true, _) => Mode::Hosts,
+        (false, m) => m,
+    };
+    let decision = decide::decide(mode, input.containerd, version, &doc, spec)?;
     warnings.extend(decision.warnings.iter().cloned());
     let existing = decide::config_path(&doc, input.containerd, version);
     let certs_dir = certs_dir_for(&existing, decision.resolved, input.certs_dir, &mut warnings);
@@ -426,6 +448,7 @@ pub fn render(input: &RenderInput<'_>) -> Result<Rendered, RenderError> {
                 containerd: input.containerd,
                 certs_dir: &certs_dir,
                 ca_file: ca_path,
+                options: hosts::Options::for_runtime(input.hosts, input.containerd),
             };
             files.extend(hosts.apply(&mut doc, spec, &mut own, &mut warnings)?);
         }

@@ -29,6 +29,46 @@ pub async fn client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<Client> {
     Ok(Client::try_from(config)?)
 }
 
+/// A Secret read once from the cluster, and where from.
+pub struct FetchedSecret {
+    pub secret: Secret,
+    /// The API server's URL.
+    pub server: String,
+}
+
+/// One read-only GET of `namespace/name` (for `diff --from-cluster` on an admin's machine):
+/// `--kubeconfig` with `context` if given, else `$KUBECONFIG`/`~/.kube/config` (its current
+/// context, or `context`), else in-cluster. Bounded by `timeout`; `Ok(None)` when it is absent.
+pub async fn get_secret(
+    kubeconfig: Option<&PathBuf>,
+    context: Option<&str>,
+    namespace: &str,
+    name: &str,
+    timeout: Duration,
+) -> anyhow::Result<Option<FetchedSecret>> {
+    use anyhow::Context as _;
+    let options = kube::config::KubeConfigOptions {
+        context: context.map(str::to_string),
+        ..Default::default()
+    };
+    let config = match (kubeconfig, context) {
+        (Some(path), _) => {
+            let kc = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("read kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kc, &options).await?
+        }
+        (None, Some(_)) => kube::Config::from_kubeconfig(&options).await?,
+        (None, None) => kube::Config::infer().await?,
+    };
+    let server = config.cluster_url.to_string();
+    let api: Api<Secret> = Api::namespaced(Client::try_from(config)?, namespace);
+    let got = tokio::time::timeout(timeout, api.get_opt(name))
+        .await
+        .map_err(|_| anyhow::anyhow!("GET Secret {namespace}/{name} from {server}: no answer within {timeout:?}"))?
+        .with_context(|| format!("GET Secret {namespace}/{name} from {server}"))?;
+    Ok(got.map(|secret| FetchedSecret { secret, server }))
+}
+
 /// Watch `namespace/name` and publish every change to `tx` until `tx` has no receivers.
 pub async fn watch_secret(
     client: Client,

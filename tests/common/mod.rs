@@ -121,6 +121,7 @@ pub fn render_at(
         mode,
         certs_dir,
         containerd: None,
+        hosts: Default::default(),
     })
 }
 
