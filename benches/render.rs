@@ -31,6 +31,7 @@ fn render_once(config: &str, prior: &ConfigOwnership, spec: &regmirror::spec::Re
         mode: Mode::Auto,
         certs_dir: Path::new(CERTS),
         containerd: None,
+        hosts: Default::default(),
     })
     .expect("render");
     black_box(out);
@@ -102,6 +103,7 @@ fn steady(c: &mut Criterion) {
             mode: Mode::Auto,
             certs_dir: Path::new(CERTS),
             containerd: None,
+            hosts: Default::default(),
         })
         .expect("first render");
         g.bench_function(BenchmarkId::new(name, 1000), |b| {

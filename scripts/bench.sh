@@ -130,7 +130,9 @@ for line in sys.stdin:
     echo "regmirror: $BIN; yardstick: $YARD"
     if [ "$QUICK" = 1 ]; then R=5 K=1 U=10 S=20; else R=11 K=3 U=40 S=60; fi
     agent floor --dir "$FIX" --yardstick "$YARD" --python "$PY" --rounds "$R" --rss-repeat "$K"
-    agent agent-vs-apply --updates "$U" --config admin1000 --mirrors 1 --debounce 0s
+    # The agent with --debounce 0s against a one-shot apply of the same change, pair by pair.
+    agent agent-vs-apply --updates "$U" --config admin1000 --mirrors 1 --debounce 0s --source kube
+    agent agent-vs-apply --updates "$U" --config admin1000 --mirrors 1 --debounce 0s --source file
     # Idle wake-ups, no systemd watchdog: the file source, then the watch on the fake API server.
     agent footprint --secs "$S" --source file
     agent footprint --secs "$S" --source kube

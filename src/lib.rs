@@ -8,6 +8,7 @@
 
 pub mod agent;
 pub mod apply;
+pub mod check;
 pub mod cli;
 pub mod cri;
 pub mod errchain;

@@ -154,7 +154,8 @@ pub const RECONCILE_BUCKETS: [f64; 14] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
 ];
 /// Buckets (seconds) of `regmirror_containerd_restart_duration_seconds`.
-pub const RESTART_BUCKETS: [f64; 11] = [0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0];
+pub const RESTART_BUCKETS: [f64; 11] =
+    [0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0];
 /// Buckets (seconds) of `regmirror_health_check_duration_seconds` (bounded by `--health-timeout`).
 pub const HEALTH_BUCKETS: [f64; 12] = [
     0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
@@ -508,7 +509,11 @@ mod tests {
             .find(|l| l.starts_with("regmirror_build_info{"))
             .unwrap_or_else(|| panic!("no build_info:\n{before}"));
         assert!(info.contains(&version) && info.ends_with(" 1"), "{info}");
-        assert_eq!(info.contains("git_sha="), build::git_sha().is_some(), "{info}");
+        assert_eq!(
+            info.contains("git_sha="),
+            build::git_sha().is_some(),
+            "{info}"
+        );
         for family in [
             "regmirror_reconcile_duration_seconds",
             "regmirror_containerd_restart_duration_seconds",

@@ -20,7 +20,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use k8s_openapi::api::apps::v1::DaemonSet;
-use k8s_openapi::api::core::v1::{Container, PodSpec, Probe, ServiceAccount};
+use k8s_openapi::api::core::v1::{Container, PodSpec, Probe, Service, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{
     ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject,
 };
@@ -394,10 +394,15 @@ fn deb_package_has_the_right_files_and_scripts() {
         "usr/share/doc/regmirror/README.md",
         "usr/share/doc/regmirror/README.Debian",
         "usr/share/doc/regmirror/copyright",
+        BASH_COMPLETION,
+        ZSH_COMPLETION,
+        FISH_COMPLETION,
+        MAN_PAGE_GZ,
     ]
     .map(String::from)
     .into();
     assert_eq!(files, expected, "files in the .deb");
+    check_packaged_completions_and_man_page(&root, &listing);
     assert!(
         listing
             .lines()
@@ -479,6 +484,121 @@ fn deb_package_has_the_right_files_and_scripts() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// --version, shell completions and the man page (generated from clap, shipped in the .deb)
+
+const BASH_COMPLETION: &str = "usr/share/bash-completion/completions/regmirror";
+const ZSH_COMPLETION: &str = "usr/share/zsh/vendor-completions/_regmirror";
+const FISH_COMPLETION: &str = "usr/share/fish/vendor_completions.d/regmirror.fish";
+const MAN_PAGE_GZ: &str = "usr/share/man/man1/regmirror.1.gz";
+
+/// (file in the repository that the .deb ships, `regmirror` arguments that generate it)
+const GENERATED: [(&str, &[&str]); 4] = [
+    ("packaging/completions/regmirror.bash", &["completions", "bash"]),
+    ("packaging/completions/_regmirror", &["completions", "zsh"]),
+    ("packaging/completions/regmirror.fish", &["completions", "fish"]),
+    ("packaging/man/regmirror.1", &["man"]),
+];
+
+/// Run the binary under test with `args`, its stdout.
+fn regmirror(args: &[&str]) -> String {
+    run(Command::new(env!("CARGO_BIN_EXE_regmirror")).args(args))
+}
+
+/// The files the .deb ships are what this binary generates from its clap definitions (a flag
+/// added without regenerating them fails here). `REGMIRROR_BLESS=1` rewrites them.
+#[test]
+fn completions_and_man_page_are_generated_from_the_cli() {
+    let version = regmirror(&["--version"]);
+    assert!(
+        version.starts_with(&format!("regmirror {}", env!("CARGO_PKG_VERSION"))),
+        "{version}"
+    );
+    let bless = std::env::var("REGMIRROR_BLESS").is_ok_and(|v| v == "1");
+    let mut stale = Vec::new();
+    for (file, args) in GENERATED {
+        let generated = regmirror(args);
+        let path = repo().join(file);
+        if bless {
+            fs::write(&path, &generated).unwrap();
+        } else if fs::read_to_string(&path).unwrap_or_default() != generated {
+            stale.push(format!("regmirror {} > {file}", args.join(" ")));
+        }
+    }
+    assert!(
+        stale.is_empty(),
+        "generated files are stale; regenerate them (or run this test with REGMIRROR_BLESS=1):\n{}",
+        stale.join("\n")
+    );
+    // Every visible command is in the man page and the bash completions, with their flags.
+    let man = read(&repo().join("packaging/man/regmirror.1"));
+    let bash = read(&repo().join("packaging/completions/regmirror.bash"));
+    for cmd in ["diff", "apply", "revert", "show", "resolve", "run"] {
+        assert!(man.contains(&format!(".SS \"regmirror {cmd}\"")), "man: {cmd}");
+        assert!(bash.contains(&format!("regmirror,{cmd})")), "bash: {cmd}");
+    }
+    for flag in ["from\\-cluster", "kubeconfig", "output", "secret\\-file"] {
+        assert!(man.contains(&format!("\\-\\-{flag}")), "man: --{flag}");
+    }
+    for flag in RUN_FLAGS {
+        assert!(bash.contains(&format!("--{flag}")), "bash: --{flag}");
+    }
+    run(Command::new("bash").arg("-n").arg(repo().join(GENERATED[0].0)));
+    for (shell, i) in [("zsh", 1), ("fish", 2)] {
+        match support::which(shell) {
+            Some(sh) => {
+                run(Command::new(sh).arg("-n").arg(repo().join(GENERATED[i].0)));
+            }
+            None => eprintln!("{shell} not installed: its completions were not parsed"),
+        }
+    }
+    check_man_page(&repo().join("packaging/man/regmirror.1"));
+}
+
+/// `man -l` renders the page (plain or gzipped) with no warning from groff.
+fn check_man_page(path: &Path) {
+    if require_tool("man", "apt-get install -y man-db").is_none() {
+        return;
+    }
+    let out = support::run_output(
+        Command::new("man")
+            .args(["--warnings", "-l"])
+            .arg(path)
+            .env("MANWIDTH", "100")
+            .env("MAN_KEEP_FORMATTING", "0"),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.trim().is_empty(), "man -l {}: {stderr}", path.display());
+    let text = stdout(&out);
+    for want in ["NAME", "SYNOPSIS", "COMMANDS", "EXIT STATUS", "regmirror diff"] {
+        assert!(text.contains(want), "man page lacks {want:?}");
+    }
+}
+
+/// In the unpacked .deb: completions as generated (0644), the man page gzipped and readable.
+fn check_packaged_completions_and_man_page(root: &Path, listing: &str) {
+    for (packaged, (file, _)) in [BASH_COMPLETION, ZSH_COMPLETION, FISH_COMPLETION]
+        .iter()
+        .zip(GENERATED)
+    {
+        assert_eq!(read(&root.join(packaged)), read(&repo().join(file)), "{packaged}");
+    }
+    for path in [BASH_COMPLETION, ZSH_COMPLETION, FISH_COMPLETION, MAN_PAGE_GZ] {
+        assert!(
+            listing
+                .lines()
+                .any(|l| l.ends_with(&format!("./{path}")) && l.starts_with("-rw-r--r--")),
+            "{path} must be 0644:\n{listing}"
+        );
+    }
+    run(Command::new("bash").arg("-n").arg(root.join(BASH_COMPLETION)));
+    let man = run(Command::new("gzip")
+        .args(["-dc"])
+        .arg(root.join(MAN_PAGE_GZ)));
+    assert_eq!(man, read(&repo().join("packaging/man/regmirror.1")));
+    check_man_page(&root.join(MAN_PAGE_GZ));
+}
+
+// ---------------------------------------------------------------------------------------------
 // Kubernetes manifests and Helm chart
 
 /// Every object of a multi-document YAML stream, by kind.
@@ -490,6 +610,9 @@ struct Bundle {
     cluster_roles: Vec<ClusterRole>,
     cluster_role_bindings: Vec<ClusterRoleBinding>,
     daemon_sets: Vec<DaemonSet>,
+    services: Vec<Service>,
+    /// `monitoring.coreos.com/v1` ServiceMonitors (no Rust type: checked as JSON).
+    service_monitors: Vec<serde_json::Value>,
 }
 
 /// Where two JSON values first differ.
@@ -542,6 +665,11 @@ fn parse_bundle(text: &str, origin: &str, bundle: &mut Bundle) {
             "ClusterRole" => bundle.cluster_roles.push(typed(&doc, &origin)),
             "ClusterRoleBinding" => bundle.cluster_role_bindings.push(typed(&doc, &origin)),
             "DaemonSet" => bundle.daemon_sets.push(typed(&doc, &origin)),
+            "Service" => bundle.services.push(typed(&doc, &origin)),
+            "ServiceMonitor" => {
+                assert_eq!(doc["apiVersion"], "monitoring.coreos.com/v1", "{origin}");
+                bundle.service_monitors.push(doc);
+            }
             other => panic!("{origin}: unexpected kind {other:?}"),
         }
     }
@@ -727,6 +855,14 @@ fn check_bundle(b: &Bundle, e: &Expect) {
     assert_eq!(pod.service_account_name.as_deref(), Some(sa_name));
     assert_eq!(pod.host_pid, Some(true), "hostPID");
     assert_ne!(pod.host_network, Some(true), "hostNetwork");
+    assert_eq!(
+        pod.node_selector
+            .as_ref()
+            .and_then(|s| s.get("kubernetes.io/os"))
+            .map(String::as_str),
+        Some("linux"),
+        "Linux nodes only"
+    );
     assert_eq!(
         pod.priority_class_name.as_deref(),
         Some("system-node-critical")
@@ -981,6 +1117,112 @@ fn helm_chart_renders_the_same_objects() {
             .map(String::as_str),
         Some("unconfined")
     );
+}
+
+/// The optional metrics objects of `packaging/kubernetes/metrics/` (not applied by
+/// `kubectl apply -f packaging/kubernetes/`).
+fn plain_metrics() -> Bundle {
+    let mut bundle = Bundle::default();
+    for f in ["service.yaml", "servicemonitor.yaml"] {
+        let path = repo().join("packaging/kubernetes/metrics").join(f);
+        parse_bundle(&read(&path), &path.display().to_string(), &mut bundle);
+    }
+    bundle
+}
+
+/// A metrics Service that selects exactly the DaemonSet's pods and targets their `http` port,
+/// and (when there is one) a ServiceMonitor that selects that Service and scrapes `/metrics`
+/// from its port in the Service's namespace.
+fn check_metrics(b: &Bundle, ds: &DaemonSet, namespace: &str, service_monitor: bool) {
+    assert_eq!(b.services.len(), 1, "one metrics Service");
+    let svc = &b.services[0];
+    assert_eq!(svc.metadata.namespace.as_deref(), Some(namespace));
+    let spec = svc.spec.as_ref().unwrap();
+    let selector = spec.selector.as_ref().expect("Service selector");
+    assert_eq!(
+        Some(selector),
+        ds.spec.as_ref().unwrap().selector.match_labels.as_ref(),
+        "the Service selects the DaemonSet's pods"
+    );
+    let ports = spec.ports.as_deref().unwrap_or_default();
+    assert_eq!(ports.len(), 1);
+    assert_eq!(ports[0].name.as_deref(), Some("metrics"));
+    let container_port = &container(ds).ports.as_deref().unwrap()[0];
+    assert_eq!(
+        ports[0].target_port,
+        Some(IntOrString::String(container_port.name.clone().unwrap())),
+        "targets the agent's named port"
+    );
+    assert_eq!(b.service_monitors.len(), usize::from(service_monitor));
+    let Some(sm) = b.service_monitors.first() else {
+        return;
+    };
+    let labels = svc.metadata.labels.as_ref().unwrap();
+    let wanted = sm["spec"]["selector"]["matchLabels"].as_object().unwrap();
+    assert!(!wanted.is_empty());
+    for (k, v) in wanted {
+        assert_eq!(labels.get(k).map(String::as_str), v.as_str(), "ServiceMonitor selects the Service by {k}");
+    }
+    assert_eq!(sm["spec"]["namespaceSelector"]["matchNames"], serde_json::json!([namespace]));
+    let endpoints = sm["spec"]["endpoints"].as_array().unwrap();
+    assert_eq!(endpoints.len(), 1);
+    assert_eq!(endpoints[0]["port"], "metrics");
+    assert_eq!(endpoints[0]["path"], "/metrics");
+}
+
+#[test]
+fn metrics_service_and_service_monitor_are_optional() {
+    // The plain manifests' optional directory.
+    let plain = plain_manifests();
+    let plain_metrics = plain_metrics();
+    check_metrics(&plain_metrics, &plain.daemon_sets[0], "jet-system", true);
+
+    let Some(helm) = helm() else { return };
+    let default = helm_template(&helm, &["-n", "jet-system"]);
+    assert!(default.services.is_empty() && default.service_monitors.is_empty(), "off by default");
+
+    let service = helm_template(&helm, &["-n", "jet-system", "--set", "metrics.service.enabled=true"]);
+    check_bundle(&service, &DEFAULTS);
+    check_metrics(&service, &service.daemon_sets[0], "jet-system", false);
+    let headless = service.services[0].spec.as_ref().unwrap();
+    assert_eq!(headless.cluster_ip.as_deref(), Some("None"), "headless by default");
+
+    // A ServiceMonitor brings its Service; values reach both.
+    let monitored = helm_template(
+        &helm,
+        &[
+            "-n",
+            "node-agents",
+            "--set",
+            "metrics.serviceMonitor.enabled=true,metrics.serviceMonitor.interval=15s",
+            "--set",
+            "metrics.serviceMonitor.labels.release=kube-prometheus-stack,listenPort=9500",
+        ],
+    );
+    check_metrics(&monitored, &monitored.daemon_sets[0], "node-agents", true);
+    let sm = &monitored.service_monitors[0];
+    assert_eq!(sm["metadata"]["namespace"], "node-agents");
+    assert_eq!(sm["metadata"]["labels"]["release"], "kube-prometheus-stack");
+    assert_eq!(sm["spec"]["endpoints"][0]["interval"], "15s");
+    assert_eq!(container(&monitored.daemon_sets[0]).ports.as_deref().unwrap()[0].container_port, 9500);
+
+    // The chart and the plain manifests: the same Service and ServiceMonitor, but for the
+    // chart's own labels (release, chart version).
+    let both = helm_template(&helm, &["-n", "jet-system", "--set", "metrics.serviceMonitor.enabled=true"]);
+    let mut chart_svc = serde_json::to_value(both.services[0].spec.as_ref().unwrap()).unwrap();
+    let mut plain_svc = serde_json::to_value(plain_metrics.services[0].spec.as_ref().unwrap()).unwrap();
+    chart_svc["selector"] = serde_json::Value::Null;
+    plain_svc["selector"] = serde_json::Value::Null;
+    if let Some(diff) = first_difference(&plain_svc, &chart_svc, "Service.spec") {
+        panic!("plain manifest and chart differ: {diff}");
+    }
+    let mut chart_sm = both.service_monitors[0]["spec"].clone();
+    let mut plain_sm = plain_metrics.service_monitors[0]["spec"].clone();
+    chart_sm["selector"] = serde_json::Value::Null;
+    plain_sm["selector"] = serde_json::Value::Null;
+    if let Some(diff) = first_difference(&plain_sm, &chart_sm, "ServiceMonitor.spec") {
+        panic!("plain manifest and chart differ: {diff}");
+    }
 }
 
 /// The Containerfile's structure (`tests/daemonset_pod.rs` builds its `prebuilt` target with

@@ -238,97 +238,110 @@ fn median_kib(xs: &[u64]) -> u64 {
     v.get(v.len().saturating_sub(1) / 2).copied().unwrap_or(0)
 }
 
-/// Copy the agent's config.toml (and its backup) and state.json into a fresh scratch dir laid
-/// out like the agent's, so that a one-shot `apply` starts from exactly the agent's files.
-fn snapshot(agent_root: &Path, to: &Path) -> Scratch {
-    let _ = fs::remove_dir_all(to);
-    fs::create_dir_all(to.join("etc")).expect("mkdir");
-    fs::create_dir_all(to.join("state")).expect("mkdir");
-    for e in fs::read_dir(agent_root.join("etc"))
-        .expect("agent etc")
-        .flatten()
-    {
-        if e.path().is_file() {
-            fs::copy(e.path(), to.join("etc").join(e.file_name())).expect("copy");
-        }
-    }
-    let state = agent_root.join("state/state.json");
-    if state.exists() {
-        fs::copy(&state, to.join("state/state.json")).expect("copy state");
-    }
-    Scratch {
-        config: to.join("etc/config.toml"),
-        certs: to.join("certs.d"),
-        state: to.join("state"),
-    }
-}
-
+/// The agent with `--debounce 0s` against a one-shot `regmirror apply` of the same change,
+/// pair by pair (the order alternates). The one-shot side keeps its own copy of the files,
+/// taken through the same Secret revisions (0, 1, 2, …) as the agent's, so every timed apply
+/// makes exactly the change the agent makes next, from the same bytes, with its own state.
+///
+/// `source`: `kube` (the update is stored in the fake API server, the agent sees it on its
+/// watch) or `file` (the agent runs with `--secret-file`; the update is an atomic rename of a
+/// new manifest over that file).
 pub(crate) fn agent_vs_apply(
     bin: &Path,
     updates: usize,
     mirrors: usize,
     config: &str,
     debounce: &str,
+    source: &str,
 ) {
     let api = Api::start();
     api.server
         .create_secret(NS, NAME, common::secret_strings(&rev_list(0, mirrors)));
-    let mut agent = Agent::start(bin, &api, &config_for(config), Some(debounce));
+    let manifest0 = common::secret_yaml(&rev_list(0, mirrors));
+    let src = match source {
+        "file" => Source::File(&manifest0),
+        "kube" => Source::Kube(&api),
+        other => panic!("--source {other}: kube or file"),
+    };
+    let config_text = config_for(config);
+    let mut agent = Agent::start_from(bin, src, &config_text, Some(debounce));
     let root = agent
         .config
         .parent()
         .and_then(Path::parent)
         .expect("agent dir")
         .to_path_buf();
+    let agent_secret = root.join("secret.yaml");
     let mut seen = BTreeSet::new();
     agent.first_apply(&rev_marker(0), &mut seen);
     let mut changed = agent.changed_at_least(1);
+
+    // The one-shot side: the same config.toml, brought to revision 0 by an untimed apply.
     let work = tempfile::tempdir().expect("tempdir");
+    let original = work.path().join("config.toml.orig");
+    fs::write(&original, &config_text).expect("write config");
+    let s = Scratch::new(&work.path().join("oneshot"), &original);
     let secret = work.path().join("secret.yaml");
+    fs::write(&secret, &manifest0).expect("write secret");
+    run_timed(s.cli(bin, "apply", &secret), &[0]);
+
     let (mut lat, mut one) = (Vec::new(), Vec::new());
     let mut timeouts = 0;
     for rev in 1..=updates {
-        // Let the agent settle (its own write's events), then take its files as they are.
+        // Let the agent settle (the events of its own write) before the next change.
         std::thread::sleep(Duration::from_millis(200));
-        let s = snapshot(&root, &work.path().join("oneshot"));
         let list = rev_list(rev, mirrors);
-        fs::write(&secret, common::secret_yaml(&list)).expect("write secret");
-        let oneshot = |s: &Scratch| run_timed(s.cli(bin, "apply", &secret), &[0]);
-        if rev % 2 == 1 {
-            one.push(oneshot(&s));
-        }
+        let manifest = common::secret_yaml(&list);
+        fs::write(&secret, &manifest).expect("write secret");
         let marker = rev_marker(rev);
+        if rev % 2 == 1 {
+            one.push(run_timed(s.cli(bin, "apply", &secret), &[0]));
+        }
+        let tmp = root.join(".secret.yaml.new");
+        if source == "file" {
+            fs::write(&tmp, &manifest).expect("write secret");
+        }
         let t0 = Instant::now();
-        api.server
-            .update_secret(NS, NAME, common::secret_strings(&list));
+        if source == "file" {
+            fs::rename(&tmp, &agent_secret).expect("rename secret");
+        } else {
+            api.server
+                .update_secret(NS, NAME, common::secret_strings(&list));
+        }
         match agent.wait_for(|s| s.contains(&marker), Duration::from_secs(10), &mut seen) {
             Some(t1) => lat.push((t1 - t0).as_secs_f64()),
             None => timeouts += 1,
         }
         changed = agent.changed_at_least(changed + 1);
         if rev % 2 == 0 {
-            one.push(oneshot(&s));
+            one.push(run_timed(s.cli(bin, "apply", &secret), &[0]));
         }
         assert!(
             fs::read_to_string(&s.config).is_ok_and(|t| t.contains(&marker)),
             "the one-shot apply did not write revision {rev}"
         );
     }
+    let same = same_bytes(&s.config, &agent.config);
     let len = fs::metadata(&agent.config).map(|m| m.len()).unwrap_or(0);
     agent.stop();
     println!(
-        "agent vs one-shot apply: config.toml {config} ({len} bytes), Secret with {mirrors} mirror(s), {} updates, agent `run --debounce {debounce}` on the fake API watch; one-shot `regmirror apply --secret-file` of the same change from a copy of the agent's files (order alternates)",
-        lat.len() + timeouts
+        "agent vs one-shot apply: config.toml {config} ({len} bytes), Secret with {mirrors} mirror(s), {} updates; agent `run --debounce {debounce} --reload none` {}; one-shot `regmirror apply --secret-file` of the same change on its own copy (order alternates)",
+        lat.len() + timeouts,
+        if source == "file" {
+            "with --secret-file (update: a new manifest renamed over it)"
+        } else {
+            "on the fake API watch (update: the update call)"
+        }
     );
     let (a, o) = (common::median(&lat), common::median(&one));
     println!(
-        "  medians: agent update call → config.toml visible {}   one-shot apply (whole process) {}   agent/apply {:.2}x   goal <= {GOAL_AGENT}x   ({timeouts} timeouts)",
+        "  medians: agent, update → config.toml visible {}   one-shot apply (whole process) {}   agent/apply {:.2}x   goal <= {GOAL_AGENT}x   ({timeouts} timeouts)",
         ms(a),
         ms(o),
         a / o
     );
     println!(
-        "  agent p90 {}, max {}; apply p90 {}, max {}",
+        "  agent p90 {}, max {}; apply p90 {}, max {}; final config.toml agent vs one-shot: {same}",
         ms(common::percentile(&lat, 90.0)),
         ms(common::percentile(&lat, 100.0)),
         ms(common::percentile(&one, 90.0)),

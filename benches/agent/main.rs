@@ -10,7 +10,7 @@
 //! cargo bench --bench agent -- coalesce [--updates 20] [--gap-ms 50]
 //! cargo bench --bench agent -- footprint [--secs 60] [--source kube|file]
 //! cargo bench --bench agent -- floor --dir DIR --yardstick EXE [--rounds 9]
-//! cargo bench --bench agent -- agent-vs-apply [--updates 30] [--config admin1000]
+//! cargo bench --bench agent -- agent-vs-apply [--updates 30] [--config admin1000] [--source kube|file]
 //! ```
 //!
 //! `propagation`, `coalesce` and `footprint` run the real `regmirror run` binary against the
@@ -151,6 +151,9 @@ enum Cmd {
         config: String,
         #[arg(long, default_value = "0s")]
         debounce: String,
+        /// `kube` (fake API watch) or `file` (`--secret-file`, updated by rename).
+        #[arg(long, default_value = "kube")]
+        source: String,
     },
 }
 
@@ -198,6 +201,7 @@ fn main() {
             mirrors,
             config,
             debounce,
-        } => agent_vs_apply(&bin, updates, mirrors, &config, &debounce),
+            source,
+        } => agent_vs_apply(&bin, updates, mirrors, &config, &debounce, &source),
     }
 }

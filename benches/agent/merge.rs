@@ -119,6 +119,7 @@ pub(crate) fn merge(bin: &Path, dir: &Path, rounds: usize, python: &str, scripts
                         mode: Mode::Auto,
                         certs_dir: Path::new("/etc/containerd/certs.d"),
                         containerd: None,
+                        hosts: Default::default(),
                     })
                     .expect("render");
                     rust_inproc.push(t.elapsed().as_secs_f64());

@@ -24,6 +24,7 @@ fuzz_target!(|data: &[u8]| {
             mode,
             certs_dir: Path::new("/etc/containerd/certs.d"),
             containerd: None,
+            hosts: Default::default(),
         })
         .expect("a valid spec renders");
         let doc: toml_edit::DocumentMut = r.config.parse().expect("config parses");

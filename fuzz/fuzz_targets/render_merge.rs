@@ -29,6 +29,7 @@ fuzz_target!(|data: &[u8]| {
             mode,
             certs_dir: Path::new("/etc/containerd/certs.d"),
             containerd: None,
+            hosts: Default::default(),
         };
         let Ok(applied) = render(&input) else { continue };
         let reverted = render(&RenderInput {
@@ -38,6 +39,7 @@ fuzz_target!(|data: &[u8]| {
             mode,
             certs_dir: Path::new("/etc/containerd/certs.d"),
             containerd: None,
+            hosts: Default::default(),
         })
         .expect("revert of an accepted render works");
         assert_eq!(reverted.config, config, "apply then revert is byte-identical");
@@ -51,6 +53,7 @@ fuzz_target!(|data: &[u8]| {
             mode,
             certs_dir: Path::new("/etc/containerd/certs.d"),
             containerd: None,
+            hosts: Default::default(),
         })
         .expect("surgical revert of an accepted render works");
         assert_eq!(

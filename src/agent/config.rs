@@ -47,6 +47,12 @@ pub struct AgentConfig {
     pub probe: Probe,
     /// Random wait before a restart, 0 to this.
     pub restart_jitter: Duration,
+    /// Restart slots across the fleet (0: no budget); see [`super::budget`].
+    pub restart_budget: u32,
+    /// How long a slot's Lease lives without renewal.
+    pub restart_lease: Duration,
+    /// Where the slot Leases live.
+    pub lease_namespace: String,
     /// Quiet time that ends a burst of changes.
     pub debounce: Duration,
     /// Periodic safety reconcile.

@@ -4,6 +4,8 @@
 //! [`report::report`] tells about; a failed reload goes to [`recover`] (rollback, once, never a
 //! loop). [`config`] is the plain configuration; [`restart`] the reloader seam.
 
+pub mod budget;
+pub mod condition;
 pub mod config;
 pub mod outcome;
 pub mod reconcile;
@@ -49,6 +51,12 @@ pub struct Ctx {
     pub on_delete: OnDelete,
     pub telemetry: Arc<Telemetry>,
     pub node: Option<NodeReporter>,
+    /// The Node condition `RegistryMirrorReady` (with NODE_NAME and a kube client).
+    pub condition: Option<condition::NodeCondition>,
+    /// The fleet's restart budget (with `--restart-budget` > 0, NODE_NAME and a kube client).
+    pub budget: Option<budget::Budget>,
+    /// The desired Secret (to see a newer one while waiting for a restart slot).
+    pub secret_rx: watch::Receiver<Desired>,
     pub shutdown: watch::Receiver<bool>,
     /// How often to tell systemd's watchdog the loop is alive; `None`: systemd asked for none.
     pub pulse: Option<Duration>,
@@ -87,7 +95,37 @@ async fn serve_http(config: &AgentConfig, telemetry: &Arc<Telemetry>) -> anyhow:
 }
 
 /// Start the Secret source; the Node reporter when NODE_NAME is set and a client is at hand.
-async fn start_source(config: &AgentConfig, tx: watch::Sender<Desired>) -> Option<NodeReporter> {
+/// What the agent tells the cluster through, with NODE_NAME and a kube client.
+struct ClusterLink {
+    reporter: NodeReporter,
+    condition: condition::NodeCondition,
+    budget: Option<budget::Budget>,
+}
+
+fn cluster_link(config: &AgentConfig, client: kube::Client, node: &str) -> ClusterLink {
+    let budget = (config.restart_budget > 0).then(|| {
+        tracing::info!(
+            "restart budget: {} slot(s) in namespace {}, lease {:?}",
+            config.restart_budget,
+            config.lease_namespace,
+            config.restart_lease
+        );
+        budget::Budget::new(
+            client.clone(),
+            &config.lease_namespace,
+            node,
+            config.restart_budget,
+            config.restart_lease,
+        )
+    });
+    ClusterLink {
+        reporter: NodeReporter::new(client.clone(), node.to_string()),
+        condition: condition::NodeCondition::new(client, node),
+        budget,
+    }
+}
+
+async fn start_source(config: &AgentConfig, tx: watch::Sender<Desired>) -> Option<ClusterLink> {
     match &config.secret {
         SecretSource::File(fs) => {
             tracing::info!("watching Secret file {}", fs.path().display());
@@ -105,9 +143,11 @@ async fn start_source(config: &AgentConfig, tx: watch::Sender<Desired>) -> Optio
     }
     let node = config.node_name.as_ref()?;
     match source::kube::client(config.kubeconfig.as_ref()).await {
-        Ok(c) => Some(NodeReporter::new(c, node.clone())),
+        Ok(c) => Some(cluster_link(config, c, node)),
         Err(_) => {
-            tracing::warn!("NODE_NAME={node} but no Kubernetes client: no Events or annotation");
+            tracing::warn!(
+                "NODE_NAME={node} but no Kubernetes client: no Events, condition, annotation or restart budget"
+            );
             None
         }
     }
@@ -125,7 +165,11 @@ async fn run_async(config: AgentConfig) -> anyhow::Result<()> {
     );
     serve_http(&config, &telemetry).await?;
     let (tx, rx) = watch::channel(Desired::Unknown);
-    let node = start_source(&config, tx).await;
+    let link = start_source(&config, tx).await;
+    let (node, condition, budget) = match link {
+        Some(l) => (Some(l.reporter), Some(l.condition), l.budget),
+        None => (None, None, None),
+    };
     let (poke_tx, poke_rx) = mpsc::unbounded_channel();
     let _watchers = triggers::watch_files(&config.paths, &config.probe.socket, poke_tx);
     // Timers only where something asked for one: the watchdog ping only when systemd set one.
@@ -143,6 +187,9 @@ async fn run_async(config: AgentConfig) -> anyhow::Result<()> {
         on_delete: config.on_delete,
         telemetry,
         node,
+        condition,
+        budget,
+        secret_rx: rx.clone(),
         shutdown: triggers::shutdown_on_signals(),
         pulse,
         rolled_back: None,

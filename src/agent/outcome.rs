@@ -24,6 +24,13 @@ pub enum Outcome {
     Applied(Applied),
     /// The reload or its verification failed: the previous files are back.
     RolledBack(RolledBack),
+    /// Another node rolled this spec back: the fleet's rollout of it is halted (nothing
+    /// written here) until the Secret changes.
+    Halted {
+        label: String,
+        by: String,
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use rand::Rng;
 
+use super::budget;
 use super::Ctx;
 use super::config::OnDelete;
 use super::outcome::{Applied, Outcome};
@@ -103,10 +104,46 @@ async fn converge(ctx: &mut Ctx, spec: Option<RegistrySpec>, trigger: Trigger) -
         tracing::warn!("{w}");
     }
     let drift = trigger != Trigger::Source && plan.state_before.spec_hash == hash && hash.is_some();
-    if ctx.restarter.will_restart(plan.restart_needed) && wait_jitter(ctx).await {
-        return Outcome::Stopping;
+    let mut slot = None;
+    if ctx.restarter.will_restart(plan.restart_needed) {
+        if wait_jitter(ctx).await {
+            return Outcome::Stopping;
+        }
+        match take_slot(ctx, &label).await {
+            Ok(s) => slot = s,
+            Err(o) => return o,
+        }
     }
-    write_and_reload(ctx, plan, spec, choice, label, hash, drift).await
+    let out = write_and_reload(ctx, plan, spec, choice, label.clone(), hash, drift).await;
+    if let Some(slot) = slot {
+        if let (Outcome::RolledBack(r), Some(b)) = (&out, &ctx.budget) {
+            b.halt(&label, &r.error).await;
+        }
+        slot.release().await;
+    }
+    out
+}
+
+/// One of the fleet's restart slots for `label` (none needed without a budget). Waits while
+/// all are taken; a halted spec, a newer Secret or shutdown end the wait with an outcome.
+async fn take_slot(ctx: &Ctx, label: &str) -> Result<Option<budget::Slot>, Outcome> {
+    let Some(b) = &ctx.budget else {
+        return Ok(None);
+    };
+    let mut newer = ctx.secret_rx.clone();
+    newer.borrow_and_update();
+    let stop = ctx.shutdown.clone();
+    let interrupted = || newer.has_changed().unwrap_or(true) || *stop.borrow();
+    match super::alive(ctx, b.acquire(label, interrupted)).await {
+        Ok(slot) => Ok(Some(slot)),
+        Err(budget::NoSlot::Halted { by, reason }) => Err(Outcome::Halted {
+            label: label.to_string(),
+            by,
+            reason,
+        }),
+        Err(budget::NoSlot::Interrupted) if *ctx.shutdown.borrow() => Err(Outcome::Stopping),
+        Err(budget::NoSlot::Interrupted) => Err(Outcome::Waiting),
+    }
 }
 
 /// Write the plan under the lock (made again only if its inputs changed meanwhile), reload,

@@ -12,8 +12,16 @@ async fn event(ctx: &Ctx, warning: bool, reason: &str, note: &str) {
     }
 }
 
-/// Tell about `outcome`; the status line.
+/// Tell about `outcome`; the status line. The Node condition follows it.
 pub async fn report(ctx: &Ctx, outcome: &Outcome) -> String {
+    let status = tell(ctx, outcome).await;
+    if let (Some(c), Some((ready, reason))) = (&ctx.condition, super::condition::of(outcome)) {
+        c.set(ready, reason, &status).await;
+    }
+    status
+}
+
+async fn tell(ctx: &Ctx, outcome: &Outcome) -> String {
     let t = &ctx.telemetry;
     match outcome {
         Outcome::Waiting => "waiting for the Secret".into(),
@@ -39,7 +47,8 @@ pub async fn report(ctx: &Ctx, outcome: &Outcome) -> String {
         }
         Outcome::UpToDate { label, hash } => {
             t.count("unchanged");
-            t.succeeded(hash.as_deref());
+            // The public spec hash (the keyed one differs per node).
+            t.succeeded(hash.as_ref().map(|_| label.as_str()));
             format!("up to date (spec {label})")
         }
         Outcome::Kept => {
@@ -58,6 +67,16 @@ pub async fn report(ctx: &Ctx, outcome: &Outcome) -> String {
         }
         Outcome::Applied(a) => applied(ctx, a).await,
         Outcome::RolledBack(r) => rolled_back(ctx, r).await,
+        Outcome::Halted { label, by, reason } => {
+            let msg = format!(
+                "the fleet's rollout of spec {label} is halted: node {by} rolled it back ({reason}); nothing written here, waiting for a changed Secret"
+            );
+            tracing::warn!("{msg}");
+            t.count("halted");
+            t.not_ready(&msg);
+            event(ctx, true, "RegistryRolloutHalted", &msg).await;
+            msg
+        }
     }
 }
 
@@ -79,7 +98,8 @@ async fn applied(ctx: &Ctx, a: &Applied) -> String {
         None => {}
     }
     t.count(if a.reverted { "reverted" } else { "changed" });
-    t.succeeded(a.hash.as_deref());
+    let public = (!a.reverted).then_some(a.label.as_str());
+    t.succeeded(public);
     let note = format!(
         "{} spec {} for containerd {}: {} file(s) changed{}",
         if a.reverted { "reverted" } else { "applied" },
@@ -99,7 +119,7 @@ async fn applied(ctx: &Ctx, a: &Applied) -> String {
     };
     event(ctx, false, reason, &note).await;
     if let Some(n) = &ctx.node {
-        n.annotate(a.hash.as_deref()).await;
+        n.annotate(public).await;
     }
     note
 }

@@ -138,7 +138,7 @@ pub fn parse_url(url: &str) -> Option<Parsed> {
     let (host, port) = if let Some(r) = authority.strip_prefix('[') {
         let (h, after) = r.split_once(']')?;
         let port = match after.strip_prefix(':') {
-            Some(p) => p.parse().ok()?,
+            Some(p) => Some(p.parse::<u16>().ok()?),
             None if after.is_empty() => None,
             None => return None,
         };

@@ -78,6 +78,10 @@ pub enum Command {
         #[arg(short = 'o', long = "output", value_enum, default_value_t = Output::Text)]
         output: Output,
     },
+    /// Probe every mirror endpoint (GET /v2/ with the CA and credentials containerd would use)
+    /// and, with --image, which host would serve each image (exit 0: all fine, 1: something
+    /// failed, 2: bad input).
+    Check(Box<CheckArgs>),
     /// Print shell completions (bash, zsh, fish, elvish, powershell) generated from these flags.
     #[command(hide = true)]
     Completions { shell: clap_complete::Shell },
@@ -309,6 +313,14 @@ pub struct RunArgs {
     /// Random wait before a containerd restart, 0 to this (spreads restarts over a fleet).
     #[arg(long, env = "REGMIRROR_RESTART_JITTER", default_value = "30s", value_parser = parse_duration)]
     pub restart_jitter: Duration,
+    /// Restart slots across the fleet: at most this many nodes restart containerd at once
+    /// (coordination.k8s.io Leases in the Secret's namespace; needs NODE_NAME and the API; 0:
+    /// no budget). A node whose restart is rolled back halts the rollout of that spec.
+    #[arg(long, env = "REGMIRROR_RESTART_BUDGET", default_value_t = 1)]
+    pub restart_budget: u32,
+    /// A restart slot's Lease duration: a holder that dies frees its slot after this long.
+    #[arg(long, env = "REGMIRROR_RESTART_LEASE", default_value = "60s", value_parser = parse_duration)]
+    pub restart_lease: Duration,
     /// Quiet time that ends a burst of changes before reconciling.
     #[arg(long, env = "REGMIRROR_DEBOUNCE", default_value = "2s", value_parser = parse_duration)]
     pub debounce: Duration,
@@ -359,6 +371,9 @@ impl RunArgs {
             reloader: self.reload.reloader(ReloadStrategy::Auto),
             probe: self.reload.runtime.probe(),
             restart_jitter: self.restart_jitter,
+            restart_budget: self.restart_budget,
+            restart_lease: self.restart_lease,
+            lease_namespace: self.name.secret_namespace.clone(),
             debounce: self.debounce,
             resync: self.resync,
             on_delete: self.on_delete.into(),
@@ -424,6 +439,38 @@ impl From<LogFormatArg> for LogFormat {
             LogFormatArg::Json => LogFormat::Json,
         }
     }
+}
+
+/// Flags of `regmirror check`.
+#[derive(Args, Debug, Clone)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub secret: SecretArgs,
+    /// Check the files on disk (config.toml and the hosts directories, as `resolve` reads
+    /// them) instead of a Secret.
+    #[arg(long, group = "SecretArgs")]
+    pub from_disk: bool,
+    #[command(flatten)]
+    pub name: SecretName,
+    /// config.toml and the hosts directory (with --from-disk).
+    #[command(flatten)]
+    pub files: ConfigFiles,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+    /// The node's hosts.toml options (--strict-airgap decides whether a pull falls back).
+    #[command(flatten)]
+    pub hosts: HostsArgs,
+    /// An image to look up: HEAD its manifest at each host containerd would try, in order
+    /// (repeatable).
+    #[arg(long = "image", value_name = "REF")]
+    pub images: Vec<String>,
+    /// Total time one probe may take (one endpoint, or one host of an image); connecting
+    /// takes at most 3 s of it.
+    #[arg(long, env = "REGMIRROR_CHECK_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// text, or json (schema regmirror.check/v1, documented in the README).
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = Output::Text)]
+    pub output: Output,
 }
 
 /// `-o` of `resolve` and `diff`.

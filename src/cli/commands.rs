@@ -284,3 +284,54 @@ fn redact_headers(v: &mut serde_json::Value) {
         }
     }
 }
+
+/// `check`: probe every mirror endpoint and each `--image`; exit 0 when all is fine, 1 when
+/// something failed, 2 (a [`Failure`]) for bad input.
+pub fn check(a: &super::args::CheckArgs) -> Result<ExitCode, Failure> {
+    use crate::check::{self, Layout};
+    if a.timeout.is_zero() {
+        return Err(Failure("--timeout must be more than 0".into()));
+    }
+    let (layout, source) = if a.from_disk {
+        let config: &Path = &a.files.config;
+        let read = crate::apply::write::read_optional(config, crate::apply::MAX_CONFIG_BYTES)
+            .map_err(|e| Failure(format!("read {}: {e}", config.display())))?
+            .ok_or_else(|| Failure(format!("read {}: no such file", config.display())))?;
+        let text = String::from_utf8(read.0)
+            .map_err(|_| Failure(format!("read {}: not UTF-8 text", config.display())))?;
+        let node = detect_blocking(&a.runtime.probe());
+        let source = serde_json::json!({
+            "kind": "disk",
+            "config": config,
+            "certs_dir": a.files.certs_dir,
+            "containerd": node.version.map(|v| v.to_string()),
+        });
+        (
+            Layout::from_disk(text, node.version, &a.files.certs_dir)?,
+            source,
+        )
+    } else {
+        let spec = load_spec(&a.secret, &a.name)?;
+        print_warnings(&spec.warnings);
+        let path = super::args::file_secret(&a.secret, &a.name).path().to_path_buf();
+        let source = serde_json::json!({ "kind": "secret", "path": path });
+        (Layout::from_spec(&spec, a.hosts.options())?, source)
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (endpoints, images) = rt.block_on(check::check(&layout, &a.images, a.timeout))?;
+    let report = check::report(source, a.timeout, endpoints, images, Vec::new());
+    match a.output {
+        Output::Text => print!("{}", check::render_text(&report)),
+        Output::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&report).expect("report serializes")
+        ),
+    }
+    Ok(if report.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}

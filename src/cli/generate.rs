@@ -92,10 +92,9 @@ pub fn man() -> Vec<u8> {
             page += &roff_text(&about.to_string());
         }
         // The command's own SYNOPSIS and OPTIONS, as paragraphs of this subsection.
-        page += &section(|w| man.render_synopsis_section(w))
-            .replacen(".SH SYNOPSIS\n", ".PP\n", 1);
-        page += &section(|w| man.render_options_section(w))
-            .replace(".SH OPTIONS\n", ".PP\nOptions:\n");
+        page += &section(|w| man.render_synopsis_section(w)).replacen(".SH SYNOPSIS\n", ".PP\n", 1);
+        page +=
+            &section(|w| man.render_options_section(w)).replace(".SH OPTIONS\n", ".PP\nOptions:\n");
     }
     page += EXIT_STATUS;
     page += TRAILER;

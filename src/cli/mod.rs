@@ -45,6 +45,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
             runtime,
             output,
         } => commands::resolve(&image, &files, &runtime, output),
+        Command::Check(args) => commands::check(&args),
         Command::Completions { shell } => {
             generate::print(&generate::completions(shell))?;
             Ok(ExitCode::SUCCESS)

@@ -64,7 +64,11 @@ pub async fn get_secret(
     let api: Api<Secret> = Api::namespaced(Client::try_from(config)?, namespace);
     let got = tokio::time::timeout(timeout, api.get_opt(name))
         .await
-        .map_err(|_| anyhow::anyhow!("GET Secret {namespace}/{name} from {server}: no answer within {timeout:?}"))?
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "GET Secret {namespace}/{name} from {server}: no answer within {timeout:?}"
+            )
+        })?
         .with_context(|| format!("GET Secret {namespace}/{name} from {server}"))?;
     Ok(got.map(|secret| FetchedSecret { secret, server }))
 }
