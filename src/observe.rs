@@ -195,6 +195,12 @@ pub struct Telemetry {
     heartbeat: AtomicI64,
 }
 
+impl std::fmt::Debug for Telemetry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Telemetry")
+    }
+}
+
 fn now_secs() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -263,7 +269,7 @@ impl Telemetry {
         let health_check_duration = Histogram::new(HEALTH_BUCKETS);
         registry.register(
             "reconcile_duration_seconds",
-            "Time of one reconcile, from its trigger (after debounce) to its outcome",
+            "Time of one reconcile, from its trigger (after debounce) to its outcome, restart jitter and health check included",
             reconcile_duration.clone(),
         );
         registry.register(

@@ -281,7 +281,9 @@ async fn metrics_expose_build_info_and_duration_histograms() {
         );
         for sample in ["_bucket{le=\"+Inf\"}", "_count", "_sum"] {
             assert!(
-                metrics.lines().any(|l| l.starts_with(&format!("{family}{sample} "))),
+                metrics
+                    .lines()
+                    .any(|l| l.starts_with(&format!("{family}{sample} "))),
                 "{family}{sample} missing:\n{metrics}"
             );
         }
@@ -306,7 +308,11 @@ async fn diff_from_cluster(dir: &Path, kubeconfig: &Path, extra: &[&str]) -> (i3
         .args(["--state-dir", dir.join("state").to_str().unwrap()])
         .args(extra);
     if !extra.contains(&"--secret-file") {
-        cmd.args(["--from-cluster", "--kubeconfig", kubeconfig.to_str().unwrap()]);
+        cmd.args([
+            "--from-cluster",
+            "--kubeconfig",
+            kubeconfig.to_str().unwrap(),
+        ]);
     }
     let o = tokio::task::spawn_blocking(move || cmd.output().expect("run regmirror"))
         .await
@@ -341,7 +347,10 @@ async fn diff_from_cluster_reads_the_secret_with_one_get_and_changes_nothing() {
     // Text: the same diff as from a file, plus where the Secret came from.
     let (code, out, err) = diff_from_cluster(dir, &kubeconfig, &[]).await;
     assert_eq!(code, 1, "changes → exit 1\n{out}\n{err}");
-    assert!(out.contains("+++ ") && out.contains("harbor.example.org"), "{out}");
+    assert!(
+        out.contains("+++ ") && out.contains("harbor.example.org"),
+        "{out}"
+    );
     assert!(out.contains("containerd restart needed: yes"), "{out}");
     assert!(
         err.contains(&format!("Secret {NS}/{NAME} from {}", api.url()))
@@ -357,7 +366,10 @@ async fn diff_from_cluster_reads_the_secret_with_one_get_and_changes_nothing() {
     let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
     assert_eq!(v["schema"], "regmirror.diff/v1");
     assert_eq!(v["changed"], true);
-    assert_eq!(v["mode"], "legacy", "a version-2 config.toml, containerd unknown: {v}");
+    assert_eq!(
+        v["mode"], "legacy",
+        "a version-2 config.toml, containerd unknown: {v}"
+    );
     assert_eq!(v["restart_needed"], true);
     assert_eq!(v["containerd"]["version"], serde_json::Value::Null);
     assert_eq!(
@@ -372,9 +384,18 @@ async fn diff_from_cluster_reads_the_secret_with_one_get_and_changes_nothing() {
         .find(|f| f["path"] == config.as_str())
         .unwrap_or_else(|| panic!("config.toml not in {v}"));
     assert_eq!(cfg["action"], "modify");
-    assert_eq!(cfg["credentials"], true, "config.toml gets registry.configs auth");
+    assert_eq!(
+        cfg["credentials"], true,
+        "config.toml gets registry.configs auth"
+    );
     assert_eq!(cfg["mode"], "0600");
-    assert!(cfg["diff"].as_str().unwrap().contains("mirrors.\"quay.io\""), "{cfg}");
+    assert!(
+        cfg["diff"]
+            .as_str()
+            .unwrap()
+            .contains("mirrors.\"quay.io\""),
+        "{cfg}"
+    );
     assert!(cfg["diff"].as_str().unwrap().contains("\"***\""), "{cfg}");
 
     // The same Secret from a manifest: the same document but for `source`.
@@ -382,11 +403,18 @@ async fn diff_from_cluster_reads_the_secret_with_one_get_and_changes_nothing() {
     pairs.sort();
     let manifest = dir.join("secret.yaml");
     std::fs::write(&manifest, common::manifest(&pairs)).unwrap();
-    let (code, file_out, err) =
-        diff_from_cluster(dir, &kubeconfig, &["--secret-file", manifest.to_str().unwrap(), "-o", "json"]).await;
+    let (code, file_out, err) = diff_from_cluster(
+        dir,
+        &kubeconfig,
+        &["--secret-file", manifest.to_str().unwrap(), "-o", "json"],
+    )
+    .await;
     assert_eq!(code, 1, "{err}");
     let mut f: serde_json::Value = serde_json::from_str(&file_out).unwrap();
-    assert_eq!(f["source"], serde_json::json!({"kind": "file", "path": manifest.display().to_string()}));
+    assert_eq!(
+        f["source"],
+        serde_json::json!({"kind": "file", "path": manifest.display().to_string()})
+    );
     let mut c = v.clone();
     f["source"] = serde_json::Value::Null;
     c["source"] = serde_json::Value::Null;

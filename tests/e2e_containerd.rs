@@ -427,7 +427,10 @@ fn case14_strict_airgap_never_contacts_upstream(release: Release) {
     let (up, contacts) = upstream_counter();
     let dir = up.replace(':', "_");
     reg.push_tiny(&format!("airgap-images/{dir}/library/tiny"));
-    let mut secret = Secret::new(&reg.host(), &format!("{up}::http://{}/airgap-images/{dir}", reg.host()));
+    let mut secret = Secret::new(
+        &reg.host(),
+        &format!("{up}::http://{}/airgap-images/{dir}", reg.host()),
+    );
     secret.insecure = true;
     let mut node = Containerd::prepare_on(release, Base::Debian);
     node.start();
@@ -447,11 +450,22 @@ fn case14_strict_airgap_never_contacts_upstream(release: Release) {
         let before = count();
         assert_pull_fails(&node, &format!("{up}/library/absent:1"));
         let seen = count() - before;
-        eprintln!("strict={strict}: upstream stand-in saw {seen} connection(s) for a missing image");
+        eprintln!(
+            "strict={strict}: upstream stand-in saw {seen} connection(s) for a missing image"
+        );
         if strict {
-            assert_eq!(seen, 0, "strict air-gap contacted upstream:\n{}", cli::written_files(&node));
+            assert_eq!(
+                seen,
+                0,
+                "strict air-gap contacted upstream:\n{}",
+                cli::written_files(&node)
+            );
         } else {
-            assert!(seen > 0, "control: no fallback to upstream seen:\n{}", cli::written_files(&node));
+            assert!(
+                seen > 0,
+                "control: no fallback to upstream seen:\n{}",
+                cli::written_files(&node)
+            );
         }
     }
 }

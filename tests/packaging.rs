@@ -493,9 +493,15 @@ const MAN_PAGE_GZ: &str = "usr/share/man/man1/regmirror.1.gz";
 
 /// (file in the repository that the .deb ships, `regmirror` arguments that generate it)
 const GENERATED: [(&str, &[&str]); 4] = [
-    ("packaging/completions/regmirror.bash", &["completions", "bash"]),
+    (
+        "packaging/completions/regmirror.bash",
+        &["completions", "bash"],
+    ),
     ("packaging/completions/_regmirror", &["completions", "zsh"]),
-    ("packaging/completions/regmirror.fish", &["completions", "fish"]),
+    (
+        "packaging/completions/regmirror.fish",
+        &["completions", "fish"],
+    ),
     ("packaging/man/regmirror.1", &["man"]),
 ];
 
@@ -533,7 +539,10 @@ fn completions_and_man_page_are_generated_from_the_cli() {
     let man = read(&repo().join("packaging/man/regmirror.1"));
     let bash = read(&repo().join("packaging/completions/regmirror.bash"));
     for cmd in ["diff", "apply", "revert", "show", "resolve", "run"] {
-        assert!(man.contains(&format!(".SS \"regmirror {cmd}\"")), "man: {cmd}");
+        assert!(
+            man.contains(&format!(".SS \"regmirror {cmd}\"")),
+            "man: {cmd}"
+        );
         assert!(bash.contains(&format!("regmirror,{cmd})")), "bash: {cmd}");
     }
     for flag in ["from\\-cluster", "kubeconfig", "output", "secret\\-file"] {
@@ -542,7 +551,9 @@ fn completions_and_man_page_are_generated_from_the_cli() {
     for flag in RUN_FLAGS {
         assert!(bash.contains(&format!("--{flag}")), "bash: --{flag}");
     }
-    run(Command::new("bash").arg("-n").arg(repo().join(GENERATED[0].0)));
+    run(Command::new("bash")
+        .arg("-n")
+        .arg(repo().join(GENERATED[0].0)));
     for (shell, i) in [("zsh", 1), ("fish", 2)] {
         match support::which(shell) {
             Some(sh) => {
@@ -563,13 +574,22 @@ fn check_man_page(path: &Path) {
         Command::new("man")
             .args(["--warnings", "-l"])
             .arg(path)
-            .env("MANWIDTH", "100")
-            .env("MAN_KEEP_FORMATTING", "0"),
+            .env("MANWIDTH", "100"),
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.trim().is_empty(), "man -l {}: {stderr}", path.display());
+    assert!(
+        stderr.trim().is_empty(),
+        "man -l {}: {stderr}",
+        path.display()
+    );
     let text = stdout(&out);
-    for want in ["NAME", "SYNOPSIS", "COMMANDS", "EXIT STATUS", "regmirror diff"] {
+    for want in [
+        "NAME",
+        "SYNOPSIS",
+        "COMMANDS",
+        "EXIT STATUS",
+        "regmirror diff",
+    ] {
         assert!(text.contains(want), "man page lacks {want:?}");
     }
 }
@@ -580,9 +600,18 @@ fn check_packaged_completions_and_man_page(root: &Path, listing: &str) {
         .iter()
         .zip(GENERATED)
     {
-        assert_eq!(read(&root.join(packaged)), read(&repo().join(file)), "{packaged}");
+        assert_eq!(
+            read(&root.join(packaged)),
+            read(&repo().join(file)),
+            "{packaged}"
+        );
     }
-    for path in [BASH_COMPLETION, ZSH_COMPLETION, FISH_COMPLETION, MAN_PAGE_GZ] {
+    for path in [
+        BASH_COMPLETION,
+        ZSH_COMPLETION,
+        FISH_COMPLETION,
+        MAN_PAGE_GZ,
+    ] {
         assert!(
             listing
                 .lines()
@@ -590,7 +619,9 @@ fn check_packaged_completions_and_man_page(root: &Path, listing: &str) {
             "{path} must be 0644:\n{listing}"
         );
     }
-    run(Command::new("bash").arg("-n").arg(root.join(BASH_COMPLETION)));
+    run(Command::new("bash")
+        .arg("-n")
+        .arg(root.join(BASH_COMPLETION)));
     let man = run(Command::new("gzip")
         .args(["-dc"])
         .arg(root.join(MAN_PAGE_GZ)));
@@ -778,12 +809,37 @@ fn check_bundle(b: &Bundle, e: &Expect) {
         assert!(is_our_sa(subjects), "{what} subjects");
     };
 
-    // Role: one rule, get/list/watch on exactly the one Secret, in the Secret's namespace.
+    // Role, in the Secret's namespace: get/list/watch on exactly the one Secret; and the
+    // restart budget (default 1 slot): create Leases, get/update only regmirror-restart-0 and
+    // the halt Lease.
     assert_eq!(b.roles.len(), 1, "exactly one Role");
     let role = &b.roles[0];
     assert_eq!(role.metadata.namespace.as_deref(), Some(e.secret_namespace));
     let rules = role.rules.as_deref().unwrap_or_default();
-    assert_eq!(rules.len(), 1, "the Role has one rule: {rules:?}");
+    assert_eq!(rules.len(), 3, "the Role has three rules: {rules:?}");
+    assert!(
+        rule_is(&rules[1], "coordination.k8s.io", "leases", &["create"]),
+        "{rules:?}"
+    );
+    assert!(
+        rule_is(
+            &rules[2],
+            "coordination.k8s.io",
+            "leases",
+            &["get", "update"]
+        ),
+        "{rules:?}"
+    );
+    assert_eq!(
+        rules[2].resource_names.as_deref(),
+        Some(
+            &[
+                "regmirror-restart-0".to_string(),
+                "regmirror-restart-halt".to_string()
+            ][..]
+        )
+    );
+    assert!(rules[1].resource_names.is_none());
     assert!(
         rule_is(&rules[0], "", "secrets", &["get", "list", "watch"]),
         "{rules:?}"
@@ -803,11 +859,18 @@ fn check_bundle(b: &Bundle, e: &Expect) {
         "RoleBinding",
     );
 
-    // ClusterRole: node get/patch and Events, nothing else (no secrets, no wildcards).
+    // ClusterRole: node get/patch, the node's status condition, and Events, nothing else (no
+    // secrets, no wildcards).
     assert_eq!(b.cluster_roles.len(), 1);
     let cr = &b.cluster_roles[0];
     let crules = cr.rules.as_deref().unwrap_or_default();
-    assert_eq!(crules.len(), 3, "{crules:?}");
+    assert_eq!(crules.len(), 4, "{crules:?}");
+    assert!(
+        crules
+            .iter()
+            .any(|r| rule_is(r, "", "nodes/status", &["patch"])),
+        "{crules:?}"
+    );
     for (group, resource, verbs) in [
         ("", "nodes", &["get", "patch"]),
         ("", "events", &["create", "patch"]),
@@ -1161,9 +1224,16 @@ fn check_metrics(b: &Bundle, ds: &DaemonSet, namespace: &str, service_monitor: b
     let wanted = sm["spec"]["selector"]["matchLabels"].as_object().unwrap();
     assert!(!wanted.is_empty());
     for (k, v) in wanted {
-        assert_eq!(labels.get(k).map(String::as_str), v.as_str(), "ServiceMonitor selects the Service by {k}");
+        assert_eq!(
+            labels.get(k).map(String::as_str),
+            v.as_str(),
+            "ServiceMonitor selects the Service by {k}"
+        );
     }
-    assert_eq!(sm["spec"]["namespaceSelector"]["matchNames"], serde_json::json!([namespace]));
+    assert_eq!(
+        sm["spec"]["namespaceSelector"]["matchNames"],
+        serde_json::json!([namespace])
+    );
     let endpoints = sm["spec"]["endpoints"].as_array().unwrap();
     assert_eq!(endpoints.len(), 1);
     assert_eq!(endpoints[0]["port"], "metrics");
@@ -1179,13 +1249,23 @@ fn metrics_service_and_service_monitor_are_optional() {
 
     let Some(helm) = helm() else { return };
     let default = helm_template(&helm, &["-n", "jet-system"]);
-    assert!(default.services.is_empty() && default.service_monitors.is_empty(), "off by default");
+    assert!(
+        default.services.is_empty() && default.service_monitors.is_empty(),
+        "off by default"
+    );
 
-    let service = helm_template(&helm, &["-n", "jet-system", "--set", "metrics.service.enabled=true"]);
+    let service = helm_template(
+        &helm,
+        &["-n", "jet-system", "--set", "metrics.service.enabled=true"],
+    );
     check_bundle(&service, &DEFAULTS);
     check_metrics(&service, &service.daemon_sets[0], "jet-system", false);
     let headless = service.services[0].spec.as_ref().unwrap();
-    assert_eq!(headless.cluster_ip.as_deref(), Some("None"), "headless by default");
+    assert_eq!(
+        headless.cluster_ip.as_deref(),
+        Some("None"),
+        "headless by default"
+    );
 
     // A ServiceMonitor brings its Service; values reach both.
     let monitored = helm_template(
@@ -1204,13 +1284,29 @@ fn metrics_service_and_service_monitor_are_optional() {
     assert_eq!(sm["metadata"]["namespace"], "node-agents");
     assert_eq!(sm["metadata"]["labels"]["release"], "kube-prometheus-stack");
     assert_eq!(sm["spec"]["endpoints"][0]["interval"], "15s");
-    assert_eq!(container(&monitored.daemon_sets[0]).ports.as_deref().unwrap()[0].container_port, 9500);
+    assert_eq!(
+        container(&monitored.daemon_sets[0])
+            .ports
+            .as_deref()
+            .unwrap()[0]
+            .container_port,
+        9500
+    );
 
     // The chart and the plain manifests: the same Service and ServiceMonitor, but for the
     // chart's own labels (release, chart version).
-    let both = helm_template(&helm, &["-n", "jet-system", "--set", "metrics.serviceMonitor.enabled=true"]);
+    let both = helm_template(
+        &helm,
+        &[
+            "-n",
+            "jet-system",
+            "--set",
+            "metrics.serviceMonitor.enabled=true",
+        ],
+    );
     let mut chart_svc = serde_json::to_value(both.services[0].spec.as_ref().unwrap()).unwrap();
-    let mut plain_svc = serde_json::to_value(plain_metrics.services[0].spec.as_ref().unwrap()).unwrap();
+    let mut plain_svc =
+        serde_json::to_value(plain_metrics.services[0].spec.as_ref().unwrap()).unwrap();
     chart_svc["selector"] = serde_json::Value::Null;
     plain_svc["selector"] = serde_json::Value::Null;
     if let Some(diff) = first_difference(&plain_svc, &chart_svc, "Service.spec") {

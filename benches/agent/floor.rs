@@ -1,6 +1,7 @@
 //! `floor`, `agent-vs-apply`: issue 13's comparisons. regmirror against the least a
-//! format-preserving edit costs with toml_edit (the yardstick, `benches/yardstick.rs`: one parse
-//! + edit + print + atomic write), against tomlkit, and the agent against a one-shot `apply`.
+//! format-preserving edit costs with toml_edit (the yardstick, `benches/yardstick.rs`: one
+//! parse, edit, print and atomic write), against tomlkit, and the agent against a one-shot
+//! `apply`.
 //! Whole processes, interleaved (the order rotates every round), medians.
 
 use super::*;

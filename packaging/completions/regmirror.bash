@@ -19,6 +19,9 @@ _regmirror() {
             regmirror,apply)
                 cmd="regmirror__subcmd__apply"
                 ;;
+            regmirror,check)
+                cmd="regmirror__subcmd__check"
+                ;;
             regmirror,completions)
                 cmd="regmirror__subcmd__completions"
                 ;;
@@ -45,6 +48,9 @@ _regmirror() {
                 ;;
             regmirror__subcmd__help,apply)
                 cmd="regmirror__subcmd__help__subcmd__apply"
+                ;;
+            regmirror__subcmd__help,check)
+                cmd="regmirror__subcmd__help__subcmd__check"
                 ;;
             regmirror__subcmd__help,completions)
                 cmd="regmirror__subcmd__help__subcmd__completions"
@@ -77,7 +83,7 @@ _regmirror() {
 
     case "${cmd}" in
         regmirror)
-            opts="-h -V --help --version diff apply revert show run resolve completions man help"
+            opts="-h -V --help --version diff apply revert show run resolve check completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -159,6 +165,80 @@ _regmirror() {
                     ;;
                 --health-timeout)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        regmirror__subcmd__check)
+            opts="-o -h --secret-file --secret-dir --from-disk --secret-name --secret-namespace --config --certs-dir --containerd-version --containerd-socket --host-pid --strict-airgap --dial-timeout --image --timeout --output --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --secret-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --secret-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --secret-name)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --secret-namespace)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --certs-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --containerd-version)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --containerd-socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --host-pid)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --strict-airgap)
+                    COMPREPLY=($(compgen -W "true false" -- "${cur}"))
+                    return 0
+                    ;;
+                --dial-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --image)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --output)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -W "text json" -- "${cur}"))
                     return 0
                     ;;
                 *)
@@ -269,7 +349,7 @@ _regmirror() {
             return 0
             ;;
         regmirror__subcmd__help)
-            opts="diff apply revert show run resolve completions man help"
+            opts="diff apply revert show run resolve check completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -283,6 +363,20 @@ _regmirror() {
             return 0
             ;;
         regmirror__subcmd__help__subcmd__apply)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        regmirror__subcmd__help__subcmd__check)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -515,7 +609,7 @@ _regmirror() {
             return 0
             ;;
         regmirror__subcmd__run)
-            opts="-h --secret-file --secret-dir --secret-name --secret-namespace --kubeconfig --config --certs-dir --state-dir --mode --strict-airgap --dial-timeout --reload --containerd-unit --containerd-version --containerd-socket --host-pid --health-timeout --restart-jitter --debounce --resync --on-delete --listen --log-format --node-name --help"
+            opts="-h --secret-file --secret-dir --secret-name --secret-namespace --kubeconfig --config --certs-dir --state-dir --mode --strict-airgap --dial-timeout --reload --containerd-unit --containerd-version --containerd-socket --host-pid --health-timeout --restart-jitter --restart-budget --restart-lease --debounce --resync --on-delete --listen --log-format --node-name --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -590,6 +684,14 @@ _regmirror() {
                     return 0
                     ;;
                 --restart-jitter)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --restart-budget)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --restart-lease)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

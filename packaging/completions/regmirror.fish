@@ -32,6 +32,7 @@ complete -c regmirror -n "__fish_regmirror_needs_command" -f -a "revert" -d 'Rem
 complete -c regmirror -n "__fish_regmirror_needs_command" -f -a "show" -d 'Print the validated spec (PASSWORD as ***) and the containerd it would be rendered for'
 complete -c regmirror -n "__fish_regmirror_needs_command" -f -a "run" -d 'The agent: watch the Secret and the files, reconcile, reload containerd'
 complete -c regmirror -n "__fish_regmirror_needs_command" -f -a "resolve" -d 'Print the URLs containerd will try for IMAGE, in order, from the files on disk now'
+complete -c regmirror -n "__fish_regmirror_needs_command" -f -a "check" -d 'Probe every mirror endpoint (GET /v2/ with the CA and credentials containerd would use) and, with --image, which host would serve each image (exit 0: all fine, 1: something failed, 2: bad input)'
 complete -c regmirror -n "__fish_regmirror_needs_command" -f -a "completions" -d 'Print shell completions (bash, zsh, fish, elvish, powershell) generated from these flags'
 complete -c regmirror -n "__fish_regmirror_needs_command" -f -a "man" -d 'Print the man page (roff) generated from these flags'
 complete -c regmirror -n "__fish_regmirror_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
@@ -117,6 +118,8 @@ complete -c regmirror -n "__fish_regmirror_using_subcommand run" -l containerd-s
 complete -c regmirror -n "__fish_regmirror_using_subcommand run" -l host-pid -d 'Run systemctl and `containerd --version` in the namespaces of this PID (1 = the host, from a hostPID pod; 0 = never enter other namespaces)' -r
 complete -c regmirror -n "__fish_regmirror_using_subcommand run" -l health-timeout -d 'How long containerd may take to answer CRI Version and Status after a restart' -r
 complete -c regmirror -n "__fish_regmirror_using_subcommand run" -l restart-jitter -d 'Random wait before a containerd restart, 0 to this (spreads restarts over a fleet)' -r
+complete -c regmirror -n "__fish_regmirror_using_subcommand run" -l restart-budget -d 'Restart slots across the fleet: at most this many nodes restart containerd at once (coordination.k8s.io Leases in the Secret\'s namespace; needs NODE_NAME and the API; 0: no budget). A node whose restart is rolled back halts the rollout of that spec' -r
+complete -c regmirror -n "__fish_regmirror_using_subcommand run" -l restart-lease -d 'A restart slot\'s Lease duration: a holder that dies frees its slot after this long' -r
 complete -c regmirror -n "__fish_regmirror_using_subcommand run" -l debounce -d 'Quiet time that ends a burst of changes before reconciling' -r
 complete -c regmirror -n "__fish_regmirror_using_subcommand run" -l resync -d 'Periodic safety reconcile (reads local files only; writes nothing when unchanged)' -r
 complete -c regmirror -n "__fish_regmirror_using_subcommand run" -l on-delete -r -f -a "revert\t'Remove what regmirror owns and restore what was there'
@@ -134,14 +137,33 @@ complete -c regmirror -n "__fish_regmirror_using_subcommand resolve" -l host-pid
 complete -c regmirror -n "__fish_regmirror_using_subcommand resolve" -s o -l output -d 'text, or json (schema regmirror.resolve/v1, documented in the README)' -r -f -a "text\t''
 json\t''"
 complete -c regmirror -n "__fish_regmirror_using_subcommand resolve" -s h -l help -d 'Print help'
+complete -c regmirror -n "__fish_regmirror_using_subcommand check" -l secret-file -d 'A Secret manifest (YAML, one or more documents; stringData and/or base64 data)' -r -F
+complete -c regmirror -n "__fish_regmirror_using_subcommand check" -l secret-dir -d 'A directory of key files, as kubelet mounts a Secret volume' -r -F
+complete -c regmirror -n "__fish_regmirror_using_subcommand check" -l secret-name -d 'The Secret\'s name (picks the document in a multi-document manifest)' -r
+complete -c regmirror -n "__fish_regmirror_using_subcommand check" -l secret-namespace -d 'The Secret\'s namespace (a manifest document naming another namespace is skipped)' -r
+complete -c regmirror -n "__fish_regmirror_using_subcommand check" -l config -d 'containerd\'s config.toml' -r -F
+complete -c regmirror -n "__fish_regmirror_using_subcommand check" -l certs-dir -d 'Where hosts.toml directories and CA files go (used as config_path in hosts mode; for `resolve`, containerd ≥ 2.2\'s default when config.toml sets no config_path)' -r -F
+complete -c regmirror -n "__fish_regmirror_using_subcommand check" -l containerd-version -d 'containerd\'s version (e.g. 2.1.9): decide for it without asking the node (offline `diff`); `unknown` decides from config.toml alone. Unset: CRI Version over --containerd-socket, then `containerd --version`' -r
+complete -c regmirror -n "__fish_regmirror_using_subcommand check" -l containerd-socket -d 'containerd\'s CRI socket (version, health check, load verification)' -r -F
+complete -c regmirror -n "__fish_regmirror_using_subcommand check" -l host-pid -d 'Run systemctl and `containerd --version` in the namespaces of this PID (1 = the host, from a hostPID pod; 0 = never enter other namespaces)' -r
+complete -c regmirror -n "__fish_regmirror_using_subcommand check" -l strict-airgap -d 'Strict air-gap: no fallback to the upstream registry (hosts mode; the last mirror endpoint becomes hosts.toml\'s `server`). A pull the mirror cannot serve fails' -r -f -a "true\t''
+false\t''"
+complete -c regmirror -n "__fish_regmirror_using_subcommand check" -l dial-timeout -d 'hosts.toml `dial_timeout` for every mirror host, so a dead mirror fails over fast (written for containerd ≥ 2.1, which reads it; "0s" writes none)' -r
+complete -c regmirror -n "__fish_regmirror_using_subcommand check" -l image -d 'An image to look up: HEAD its manifest at each host containerd would try, in order (repeatable)' -r
+complete -c regmirror -n "__fish_regmirror_using_subcommand check" -l timeout -d 'Total time one probe may take (one endpoint, or one host of an image); connecting takes at most 3 s of it' -r
+complete -c regmirror -n "__fish_regmirror_using_subcommand check" -s o -l output -d 'text, or json (schema regmirror.check/v1, documented in the README)' -r -f -a "text\t''
+json\t''"
+complete -c regmirror -n "__fish_regmirror_using_subcommand check" -l from-disk -d 'Check the files on disk (config.toml and the hosts directories, as `resolve` reads them) instead of a Secret'
+complete -c regmirror -n "__fish_regmirror_using_subcommand check" -s h -l help -d 'Print help'
 complete -c regmirror -n "__fish_regmirror_using_subcommand completions" -s h -l help -d 'Print help'
 complete -c regmirror -n "__fish_regmirror_using_subcommand man" -s h -l help -d 'Print help'
-complete -c regmirror -n "__fish_regmirror_using_subcommand help; and not __fish_seen_subcommand_from diff apply revert show run resolve completions man help" -f -a "diff" -d 'Print a unified diff of every file apply would write (exit 0: no change, 1: changes, 2: error)'
-complete -c regmirror -n "__fish_regmirror_using_subcommand help; and not __fish_seen_subcommand_from diff apply revert show run resolve completions man help" -f -a "apply" -d 'Write the configuration (exit 0: applied or unchanged, 2: error)'
-complete -c regmirror -n "__fish_regmirror_using_subcommand help; and not __fish_seen_subcommand_from diff apply revert show run resolve completions man help" -f -a "revert" -d 'Remove everything regmirror wrote and restore what it replaced'
-complete -c regmirror -n "__fish_regmirror_using_subcommand help; and not __fish_seen_subcommand_from diff apply revert show run resolve completions man help" -f -a "show" -d 'Print the validated spec (PASSWORD as ***) and the containerd it would be rendered for'
-complete -c regmirror -n "__fish_regmirror_using_subcommand help; and not __fish_seen_subcommand_from diff apply revert show run resolve completions man help" -f -a "run" -d 'The agent: watch the Secret and the files, reconcile, reload containerd'
-complete -c regmirror -n "__fish_regmirror_using_subcommand help; and not __fish_seen_subcommand_from diff apply revert show run resolve completions man help" -f -a "resolve" -d 'Print the URLs containerd will try for IMAGE, in order, from the files on disk now'
-complete -c regmirror -n "__fish_regmirror_using_subcommand help; and not __fish_seen_subcommand_from diff apply revert show run resolve completions man help" -f -a "completions" -d 'Print shell completions (bash, zsh, fish, elvish, powershell) generated from these flags'
-complete -c regmirror -n "__fish_regmirror_using_subcommand help; and not __fish_seen_subcommand_from diff apply revert show run resolve completions man help" -f -a "man" -d 'Print the man page (roff) generated from these flags'
-complete -c regmirror -n "__fish_regmirror_using_subcommand help; and not __fish_seen_subcommand_from diff apply revert show run resolve completions man help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c regmirror -n "__fish_regmirror_using_subcommand help; and not __fish_seen_subcommand_from diff apply revert show run resolve check completions man help" -f -a "diff" -d 'Print a unified diff of every file apply would write (exit 0: no change, 1: changes, 2: error)'
+complete -c regmirror -n "__fish_regmirror_using_subcommand help; and not __fish_seen_subcommand_from diff apply revert show run resolve check completions man help" -f -a "apply" -d 'Write the configuration (exit 0: applied or unchanged, 2: error)'
+complete -c regmirror -n "__fish_regmirror_using_subcommand help; and not __fish_seen_subcommand_from diff apply revert show run resolve check completions man help" -f -a "revert" -d 'Remove everything regmirror wrote and restore what it replaced'
+complete -c regmirror -n "__fish_regmirror_using_subcommand help; and not __fish_seen_subcommand_from diff apply revert show run resolve check completions man help" -f -a "show" -d 'Print the validated spec (PASSWORD as ***) and the containerd it would be rendered for'
+complete -c regmirror -n "__fish_regmirror_using_subcommand help; and not __fish_seen_subcommand_from diff apply revert show run resolve check completions man help" -f -a "run" -d 'The agent: watch the Secret and the files, reconcile, reload containerd'
+complete -c regmirror -n "__fish_regmirror_using_subcommand help; and not __fish_seen_subcommand_from diff apply revert show run resolve check completions man help" -f -a "resolve" -d 'Print the URLs containerd will try for IMAGE, in order, from the files on disk now'
+complete -c regmirror -n "__fish_regmirror_using_subcommand help; and not __fish_seen_subcommand_from diff apply revert show run resolve check completions man help" -f -a "check" -d 'Probe every mirror endpoint (GET /v2/ with the CA and credentials containerd would use) and, with --image, which host would serve each image (exit 0: all fine, 1: something failed, 2: bad input)'
+complete -c regmirror -n "__fish_regmirror_using_subcommand help; and not __fish_seen_subcommand_from diff apply revert show run resolve check completions man help" -f -a "completions" -d 'Print shell completions (bash, zsh, fish, elvish, powershell) generated from these flags'
+complete -c regmirror -n "__fish_regmirror_using_subcommand help; and not __fish_seen_subcommand_from diff apply revert show run resolve check completions man help" -f -a "man" -d 'Print the man page (roff) generated from these flags'
+complete -c regmirror -n "__fish_regmirror_using_subcommand help; and not __fish_seen_subcommand_from diff apply revert show run resolve check completions man help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

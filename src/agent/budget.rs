@@ -96,13 +96,19 @@ fn held_spec(me: &str, lease: Duration) -> LeaseSpec {
 }
 
 impl Budget {
-    pub fn new(client: kube::Client, namespace: &str, node: &str, slots: u32, lease: Duration) -> Budget {
+    pub fn new(
+        client: kube::Client,
+        namespace: &str,
+        node: &str,
+        slots: u32,
+        lease: Duration,
+    ) -> Budget {
         Budget {
             api: Api::namespaced(client, namespace),
             node: node.to_string(),
             slots,
             lease,
-            poll: Duration::from_secs(2),
+            poll: (lease / 3).min(Duration::from_secs(2)),
         }
     }
 
@@ -125,12 +131,18 @@ impl Budget {
                         },
                         spec: Some(held_spec(&self.node, self.lease)),
                     };
-                    self.api.create(&PostParams::default(), &lease).await.is_ok()
+                    self.api
+                        .create(&PostParams::default(), &lease)
+                        .await
+                        .is_ok()
                 }
                 Ok(Some(mut lease)) if is_free(&lease, &self.node, Timestamp::now()) => {
                     lease.spec = Some(held_spec(&self.node, self.lease));
                     // Carries metadata.resourceVersion: a 409 means another node won.
-                    self.api.replace(&name, &PostParams::default(), &lease).await.is_ok()
+                    self.api
+                        .replace(&name, &PostParams::default(), &lease)
+                        .await
+                        .is_ok()
                 }
                 Ok(Some(_)) => false,
                 Err(e) => {
@@ -147,7 +159,11 @@ impl Budget {
 
     /// Wait for a slot for `spec` (not while it is halted); `interrupted` is asked between
     /// tries (a newer Secret, shutdown).
-    pub async fn acquire(&self, spec: &str, interrupted: impl Fn() -> bool) -> Result<Slot, NoSlot> {
+    pub async fn acquire(
+        &self,
+        spec: &str,
+        interrupted: impl Fn() -> bool,
+    ) -> Result<Slot, NoSlot> {
         let mut said = false;
         loop {
             if let Some(h) = self.halted(spec).await {
@@ -170,11 +186,18 @@ impl Budget {
 
     /// Keep `name` renewed until released.
     fn hold(&self, name: String) -> Slot {
-        let (api, me, lease, n) = (self.api.clone(), self.node.clone(), self.lease, name.clone());
+        let (api, me, lease, n) = (
+            self.api.clone(),
+            self.node.clone(),
+            self.lease,
+            name.clone(),
+        );
         let renew = tokio::spawn(async move {
             loop {
                 tokio::time::sleep(lease / 3).await;
-                let Ok(Some(mut l)) = api.get_opt(&n).await else { continue };
+                let Ok(Some(mut l)) = api.get_opt(&n).await else {
+                    continue;
+                };
                 if l.spec.as_ref().and_then(|s| s.holder_identity.as_deref()) != Some(me.as_str()) {
                     tracing::warn!("restart budget: lost slot {n}");
                     return;
@@ -185,12 +208,16 @@ impl Budget {
                 let _ = api.replace(&n, &PostParams::default(), &l).await;
             }
         });
-        Slot { name, api: self.api.clone(), renew }
+        Slot {
+            name,
+            api: self.api.clone(),
+            renew,
+        }
     }
 
     /// Record that `spec` failed here: the fleet stops taking slots for it.
     pub async fn halt(&self, spec: &str, reason: &str) {
-        let annotations = [
+        let annotations: std::collections::BTreeMap<String, String> = [
             (HALTED_SPEC, spec.to_string()),
             (HALTED_BY, self.node.clone()),
             (HALT_REASON, reason.chars().take(500).collect()),
@@ -198,27 +225,37 @@ impl Budget {
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
         .collect();
-        let result = match self.api.get_opt(HALT_LEASE).await {
-            Ok(Some(mut l)) => {
-                l.metadata.annotations = Some(annotations);
-                self.api.replace(HALT_LEASE, &PostParams::default(), &l).await
+        // Another node may halt at the same moment: a conflict means "read again and retry".
+        let mut last = String::new();
+        for _ in 0..5 {
+            let result = match self.api.get_opt(HALT_LEASE).await {
+                Ok(Some(mut l)) => {
+                    l.metadata.annotations = Some(annotations.clone());
+                    self.api
+                        .replace(HALT_LEASE, &PostParams::default(), &l)
+                        .await
+                }
+                _ => {
+                    let l = Lease {
+                        metadata: ObjectMeta {
+                            name: Some(HALT_LEASE.into()),
+                            annotations: Some(annotations.clone()),
+                            ..ObjectMeta::default()
+                        },
+                        spec: Some(LeaseSpec::default()),
+                    };
+                    self.api.create(&PostParams::default(), &l).await
+                }
+            };
+            match result {
+                Ok(_) => {
+                    tracing::warn!("restart budget: rollout of spec {spec} halted for the fleet");
+                    return;
+                }
+                Err(e) => last = e.to_string(),
             }
-            _ => {
-                let l = Lease {
-                    metadata: ObjectMeta {
-                        name: Some(HALT_LEASE.into()),
-                        annotations: Some(annotations),
-                        ..ObjectMeta::default()
-                    },
-                    spec: Some(LeaseSpec::default()),
-                };
-                self.api.create(&PostParams::default(), &l).await
-            }
-        };
-        match result {
-            Ok(_) => tracing::warn!("restart budget: rollout of spec {spec} halted for the fleet"),
-            Err(e) => tracing::error!("restart budget: could not record the halt of spec {spec}: {e}"),
         }
+        tracing::error!("restart budget: could not record the halt of spec {spec}: {last}");
     }
 }
 
@@ -231,7 +268,11 @@ impl Slot {
                 s.holder_identity = None;
                 s.renew_time = None;
             }
-            match self.api.replace(&self.name, &PostParams::default(), &l).await {
+            match self
+                .api
+                .replace(&self.name, &PostParams::default(), &l)
+                .await
+            {
                 Ok(_) => tracing::info!("restart budget: released slot {}", self.name),
                 Err(e) => tracing::warn!("restart budget: release {}: {e} (it expires)", self.name),
             }
@@ -269,10 +310,14 @@ mod tests {
     fn halts_name_their_spec() {
         let mut l = lease(None, 0, 15);
         l.metadata.annotations = Some(
-            [(HALTED_SPEC, "abc"), (HALTED_BY, "node-3"), (HALT_REASON, "UNIMPLEMENTED")]
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
+            [
+                (HALTED_SPEC, "abc"),
+                (HALTED_BY, "node-3"),
+                (HALT_REASON, "UNIMPLEMENTED"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
         );
         assert_eq!(
             halt_for(&l, "abc"),

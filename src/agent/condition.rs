@@ -71,16 +71,25 @@ impl NodeCondition {
         let body = patch(ready, reason, message, since);
         let sent = tokio::time::timeout(
             std::time::Duration::from_secs(10),
-            self.api
-                .patch_status(&self.node, &PatchParams::default(), &Patch::Strategic(&body)),
+            self.api.patch_status(
+                &self.node,
+                &PatchParams::default(),
+                &Patch::Strategic(&body),
+            ),
         )
         .await;
         match sent {
             Ok(Ok(_)) => {
-                *self.last.lock().expect("lock") = Some((ready, reason.into(), message.into(), since))
+                *self.last.lock().expect("lock") =
+                    Some((ready, reason.into(), message.into(), since))
             }
-            Ok(Err(e)) => tracing::warn!("could not set condition {TYPE} on Node {}: {e}", self.node),
-            Err(_) => tracing::warn!("could not set condition {TYPE} on Node {}: timed out", self.node),
+            Ok(Err(e)) => {
+                tracing::warn!("could not set condition {TYPE} on Node {}: {e}", self.node)
+            }
+            Err(_) => tracing::warn!(
+                "could not set condition {TYPE} on Node {}: timed out",
+                self.node
+            ),
         }
     }
 }

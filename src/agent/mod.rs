@@ -182,7 +182,10 @@ async fn run_async(config: AgentConfig) -> anyhow::Result<()> {
         containerd: None,
         decided: false,
         cheap_detect: false,
-        restarter: Box::new(config.reloader.clone()),
+        restarter: Box::new(crate::reload::Reloader {
+            telemetry: Some(telemetry.clone()),
+            ..config.reloader.clone()
+        }),
         jitter: config.restart_jitter,
         on_delete: config.on_delete,
         telemetry,
@@ -290,7 +293,14 @@ async fn main_loop(
         if desired == Desired::Unknown {
             continue;
         }
+        let t0 = std::time::Instant::now();
         let outcome = reconcile::reconcile(&mut ctx, desired, trigger).await;
+        if !matches!(
+            outcome,
+            outcome::Outcome::Waiting | outcome::Outcome::Stopping
+        ) {
+            ctx.telemetry.observe_reconcile(t0.elapsed());
+        }
         let status = report::report(&ctx, &outcome).await;
         ready.status(&status);
     }

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use rand::Rng;
 
-use super::budget;
 use super::Ctx;
+use super::budget;
 use super::config::OnDelete;
 use super::outcome::{Applied, Outcome};
 use super::triggers::Trigger;

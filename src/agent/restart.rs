@@ -3,7 +3,6 @@
 
 use futures::future::BoxFuture;
 
-use crate::cri;
 use crate::reload::{ReloadError, Reloader};
 use crate::render::Expectation;
 
@@ -38,7 +37,7 @@ impl Restarter for Reloader {
     fn recover(&self) -> BoxFuture<'_, Result<String, ReloadError>> {
         Box::pin(async move {
             self.restart_only().await?;
-            Ok(cri::wait_healthy(&self.socket, self.health_timeout).await?)
+            Ok(self.timed_health().await?)
         })
     }
 

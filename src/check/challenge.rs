@@ -199,7 +199,9 @@ pub fn pick(challenges: &[Challenge]) -> Option<&Challenge> {
 /// The repository of a manifest URL path (`/v2/<repo>/manifests/<ref>`), for the pull scope.
 pub fn repository_of(path: &str) -> Option<&str> {
     let (before, _) = path.rsplit_once("/manifests/")?;
-    let repo = before.strip_prefix("/v2/").unwrap_or(before.trim_start_matches('/'));
+    let repo = before
+        .strip_prefix("/v2/")
+        .unwrap_or(before.trim_start_matches('/'));
     (!repo.is_empty()).then_some(repo)
 }
 
@@ -211,7 +213,10 @@ mod tests {
     fn basic_and_bearer_challenges() {
         let c = parse_challenges(r#"Basic realm="regmirror-e2e""#);
         assert_eq!(c.len(), 1);
-        assert_eq!((c[0].scheme.as_str(), c[0].param("realm")), ("basic", Some("regmirror-e2e")));
+        assert_eq!(
+            (c[0].scheme.as_str(), c[0].param("realm")),
+            ("basic", Some("regmirror-e2e"))
+        );
         let h = r#"Bearer realm="https://harbor.example.org/service/token",service="harbor-registry",scope="repository:library/nginx:pull""#;
         let c = parse_challenges(h);
         assert_eq!(c.len(), 1);
@@ -234,7 +239,10 @@ mod tests {
         assert_eq!(pick(&c).unwrap().scheme, "bearer");
         // A realm that holds a query gets `&`; the request's scope when the challenge has none.
         let u = token_url(&c[2], Some("repository:a/b:pull")).unwrap();
-        assert!(u.starts_with("https://t/x?a=1&service=s&scope=repository"), "{u}");
+        assert!(
+            u.starts_with("https://t/x?a=1&service=s&scope=repository"),
+            "{u}"
+        );
         assert!(parse_challenges("").is_empty());
         assert!(pick(&parse_challenges("Negotiate abc==")).is_none());
         assert!(token_url(&parse_challenges("Bearer service=x")[0], None).is_none());
@@ -243,14 +251,25 @@ mod tests {
     #[test]
     fn tokens_and_scopes() {
         assert_eq!(parse_token(br#"{"token":"t1"}"#).unwrap().expose(), "t1");
-        assert_eq!(parse_token(br#"{"access_token":"t2","token":""}"#).unwrap().expose(), "t2");
+        assert_eq!(
+            parse_token(br#"{"access_token":"t2","token":""}"#)
+                .unwrap()
+                .expose(),
+            "t2"
+        );
         assert!(parse_token(b"<html>").is_none());
-        assert_eq!(format!("{:?}", parse_token(br#"{"token":"t1"}"#)), "Some(\"***\")");
+        assert_eq!(
+            format!("{:?}", parse_token(br#"{"token":"t1"}"#)),
+            "Some(\"***\")"
+        );
         assert_eq!(
             repository_of("/v2/airgap-images/docker.io/library/tiny/manifests/1"),
             Some("airgap-images/docker.io/library/tiny")
         );
-        assert_eq!(repository_of("/p/library/tiny/manifests/1"), Some("p/library/tiny"));
+        assert_eq!(
+            repository_of("/p/library/tiny/manifests/1"),
+            Some("p/library/tiny")
+        );
         assert_eq!(repository_of("/v2/"), None);
     }
 }

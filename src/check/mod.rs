@@ -57,14 +57,10 @@ pub async fn check(
         .iter()
         .map(|i| layout.image_plan(i).map(|p| (i.clone(), p)))
         .collect::<Result<Vec<_>, _>>()?;
-    let endpoints = futures::future::join_all(
-        targets.iter().map(|t| probe::probe_target(t, timeout)),
-    );
-    let imgs = futures::future::join_all(
-        plans
-            .iter()
-            .map(|(r, p)| probe::probe_image(r, p, timeout)),
-    );
+    let endpoints =
+        futures::future::join_all(targets.iter().map(|t| probe::probe_target(t, timeout)));
+    let imgs =
+        futures::future::join_all(plans.iter().map(|(r, p)| probe::probe_image(r, p, timeout)));
     Ok(futures::join!(endpoints, imgs))
 }
 
@@ -166,7 +162,12 @@ pub fn render_text(r: &CheckReport) -> String {
             i.image
         );
         for (n, a) in i.attempts.iter().enumerate() {
-            let mut line = format!("       {}. {} {}", n + 1, a.url, a.outcome);
+            let mut line = format!(
+                "       {}. {} {}",
+                n + 1,
+                a.url,
+                a.outcome.replace('_', " ")
+            );
             if let Some(s) = a.status {
                 let _ = write!(line, " ({s})");
             }

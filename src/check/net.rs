@@ -361,8 +361,8 @@ pub async fn request(
         .body(Empty::<Bytes>::new())
         .map_err(|e| NetError::Http(format!("cannot build the request: {e}")))?;
     if u.https {
-        let name = ServerName::try_from(u.host.clone())
-            .map_err(|_| NetError::BadUrl(url.to_string()))?;
+        let name =
+            ServerName::try_from(u.host.clone()).map_err(|_| NetError::BadUrl(url.to_string()))?;
         let stream = TlsConnector::from(tls.clone())
             .connect(name, tcp)
             .await
@@ -429,8 +429,14 @@ mod tests {
             (true, "harbor.example.org", 443, "/v2/x?scope=a")
         );
         let p = parse_url("http://[::1]:5000").unwrap();
-        assert_eq!((p.host.as_str(), p.port, p.target.as_str()), ("::1", 5000, "/"));
-        assert_eq!(parse_url("http://127.0.0.1:5/v2/").unwrap().authority, "127.0.0.1:5");
+        assert_eq!(
+            (p.host.as_str(), p.port, p.target.as_str()),
+            ("::1", 5000, "/")
+        );
+        assert_eq!(
+            parse_url("http://127.0.0.1:5/v2/").unwrap().authority,
+            "127.0.0.1:5"
+        );
         assert!(parse_url("ftp://x").is_none());
         assert!(parse_url("https://u:p@x/").is_none());
         assert!(parse_url("https://x:port/").is_none());
@@ -448,7 +454,9 @@ mod tests {
             TlsFailure::HostnameMismatch
         );
         assert_eq!(
-            classify_tls(&E::InvalidMessage(rustls::InvalidMessage::InvalidContentType)),
+            classify_tls(&E::InvalidMessage(
+                rustls::InvalidMessage::InvalidContentType
+            )),
             TlsFailure::NotTls
         );
         assert!(TlsFailure::UnknownCa.to_string().starts_with("unknown CA"));

@@ -132,7 +132,10 @@ fn str_of<'a>(t: &'a dyn TableLike, k: &str) -> Option<&'a str> {
 }
 
 /// `registry.configs` of config.toml, as the running containerd reads it.
-fn host_configs(doc: &DocumentMut, containerd: Option<ContainerdVersion>) -> BTreeMap<String, HostConfig> {
+fn host_configs(
+    doc: &DocumentMut,
+    containerd: Option<ContainerdVersion>,
+) -> BTreeMap<String, HostConfig> {
     let Ok(ver) = render::version::detect(doc) else {
         return BTreeMap::new();
     };
@@ -146,13 +149,14 @@ fn host_configs(doc: &DocumentMut, containerd: Option<ContainerdVersion>) -> BTr
         .filter_map(|(host, item)| {
             let t = item.as_table_like()?;
             let auth = t.get("auth").and_then(Item::as_table_like);
-            let credentials = auth.and_then(|a| match (str_of(a, "username"), str_of(a, "password")) {
-                (Some(u), Some(p)) => Some(Credentials {
-                    username: u.to_string(),
-                    password: Password::new(p),
-                }),
-                _ => str_of(a, "auth").and_then(decode_basic),
-            });
+            let credentials =
+                auth.and_then(|a| match (str_of(a, "username"), str_of(a, "password")) {
+                    (Some(u), Some(p)) => Some(Credentials {
+                        username: u.to_string(),
+                        password: Password::new(p),
+                    }),
+                    _ => str_of(a, "auth").and_then(decode_basic),
+                });
             let tls = t.get("tls").and_then(Item::as_table_like);
             Some((
                 host.to_string(),
@@ -218,7 +222,12 @@ impl Layout {
         containerd: Option<ContainerdVersion>,
         certs_dir: &Path,
     ) -> Result<Layout, PlanError> {
-        Layout::new(config, containerd, certs_dir.to_path_buf(), Box::new(resolve::DiskFs))
+        Layout::new(
+            config,
+            containerd,
+            certs_dir.to_path_buf(),
+            Box::new(resolve::DiskFs),
+        )
     }
 
     /// Any config.toml text and hosts files (tests, the agent).
@@ -357,7 +366,9 @@ impl Layout {
         for (k, vals) in &h.header {
             for v in vals {
                 if k.eq_ignore_ascii_case("authorization")
-                    && let Some(b) = v.strip_prefix("Basic ").or_else(|| v.strip_prefix("basic "))
+                    && let Some(b) = v
+                        .strip_prefix("Basic ")
+                        .or_else(|| v.strip_prefix("basic "))
                 {
                     from_header = decode_basic(b);
                 }
@@ -457,9 +468,10 @@ mod tests {
     use crate::spec::parse_spec;
 
     fn spec(pairs: &[(&str, &str)]) -> RegistrySpec {
-        let data = [("BASE_PATH", "")]
+        let mut all: BTreeMap<&str, &str> = [("BASE_PATH", ""), ("INSECURE", "false")].into();
+        all.extend(pairs.iter().copied());
+        let data = all
             .iter()
-            .chain(pairs)
             .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
             .collect();
         parse_spec(&data).unwrap()
@@ -500,7 +512,10 @@ mod tests {
         let s = spec(&[
             ("DOMAIN", "127.0.0.1:5000"),
             ("INSECURE", "true"),
-            ("MIRROR_REGISTRIES", "docker.io::127.0.0.1:5000/airgap-images/docker.io"),
+            (
+                "MIRROR_REGISTRIES",
+                "docker.io::127.0.0.1:5000/airgap-images/docker.io",
+            ),
         ]);
         let l = Layout::from_spec(&s, HostsOptions::default()).unwrap();
         let p = l.image_plan("tiny:1").unwrap();
@@ -547,7 +562,10 @@ mod tests {
         };
         let l = Layout::from_spec(&s, strict).unwrap();
         let p = l.image_plan("nginx").unwrap();
-        assert!(!p.steps.is_empty() && p.steps.iter().all(|s| !s.upstream), "{p:?}");
+        assert!(
+            !p.steps.is_empty() && p.steps.iter().all(|s| !s.upstream),
+            "{p:?}"
+        );
     }
 
     #[test]
@@ -561,7 +579,13 @@ password = "pw"
 [plugins."io.containerd.grpc.v1.cri".registry.configs."m.example:5000".tls]
 insecure_skip_verify = true
 "#;
-        let l = Layout::new(cfg.into(), Some(ContainerdVersion::new(1, 7, 24)), "/x".into(), Box::new(MemFs::default())).unwrap();
+        let l = Layout::new(
+            cfg.into(),
+            Some(ContainerdVersion::new(1, 7, 24)),
+            "/x".into(),
+            Box::new(MemFs::default()),
+        )
+        .unwrap();
         let t = l.targets().unwrap();
         assert_eq!(t.len(), 2, "{t:?}");
         assert!(t[0].tls.skip_verify);

@@ -97,7 +97,11 @@ pub async fn exchange(
         status: first.status,
         response: first.clone(),
         latency,
-        auth: if preemptive.is_some() { "header" } else { "none" },
+        auth: if preemptive.is_some() {
+            "header"
+        } else {
+            "none"
+        },
         auth_failure: None,
     };
     if first.status != 401 {
@@ -131,7 +135,8 @@ pub async fn exchange(
         };
         let value = format!("Basic {}", cr.basic_token());
         if preemptive.as_deref() == Some(value.as_str()) {
-            ex.auth_failure = Some("authentication failed: the credentials were refused (401)".into());
+            ex.auth_failure =
+                Some("authentication failed: the credentials were refused (401)".into());
             return Ok(ex);
         }
         value
@@ -146,7 +151,10 @@ pub async fn exchange(
             .unwrap_or_else(|| "?".into());
         let mut th = Vec::new();
         if let Some(cr) = creds {
-            th.push(("Authorization".into(), format!("Basic {}", cr.basic_token())));
+            th.push((
+                "Authorization".into(),
+                format!("Basic {}", cr.basic_token()),
+            ));
         }
         let tr = match send(t, cfg, "GET", &token_url, &th, progress).await {
             Ok(r) => r,
@@ -175,7 +183,9 @@ pub async fn exchange(
             }
         }
         let Some(token) = challenge::parse_token(&tr.body) else {
-            ex.auth_failure = Some(format!("token server {realm_host} answered without a token"));
+            ex.auth_failure = Some(format!(
+                "token server {realm_host} answered without a token"
+            ));
             return Ok(ex);
         };
         format!("Bearer {}", token.expose())
@@ -337,9 +347,7 @@ pub fn classify_ping(t: &Target, o: &Outcome) -> EndpointReport {
     match ex.status {
         200..=299 => r.auth_ok = Some(true),
         404 => r.error = Some("GET /v2/ answered 404: no registry API at this host".into()),
-        400 if !https
-            && String::from_utf8_lossy(&ex.response.body).contains("HTTPS server") =>
-        {
+        400 if !https && String::from_utf8_lossy(&ex.response.body).contains("HTTPS server") => {
             r.error = Some("GET /v2/ answered 400: this port speaks https, not http".into())
         }
         403 => {
@@ -519,8 +527,8 @@ pub async fn probe_image(reference: &str, plan: &ImagePlan, timeout: Duration) -
                     let path = net::parse_url(&step.url)
                         .map(|p| p.target)
                         .unwrap_or_default();
-                    let scope = challenge::repository_of(&path)
-                        .map(|r| format!("repository:{r}:pull"));
+                    let scope =
+                        challenge::repository_of(&path).map(|r| format!("repository:{r}:pull"));
                     let o = bounded(
                         timeout,
                         &progress,
@@ -588,15 +596,28 @@ mod tests {
         let r = classify_ping(&t, &answered(401, Some("authentication failed")));
         assert_eq!((r.auth_ok, r.ok()), (Some(false), false));
         let r = classify_ping(&t, &Outcome::Failed(NetError::Tls(TlsFailure::UnknownCa)));
-        assert_eq!((r.reachable, r.tls_ok, r.auth_ok), (true, Some(false), None));
+        assert_eq!(
+            (r.reachable, r.tls_ok, r.auth_ok),
+            (true, Some(false), None)
+        );
         assert!(r.error.unwrap().contains("unknown CA"));
         let r = classify_ping(&t, &Outcome::Failed(NetError::Connect("refused".into())));
         assert!(!r.reachable && r.tls_ok.is_none());
-        let r = classify_ping(&t, &Outcome::TimedOut(net::CONNECTED, Duration::from_secs(2)));
+        let r = classify_ping(
+            &t,
+            &Outcome::TimedOut(net::CONNECTED, Duration::from_secs(2)),
+        );
         assert_eq!((r.reachable, r.tls_ok), (true, Some(false)));
-        assert!(r.error.unwrap().contains("TLS handshake did not finish within 2 s"));
+        assert!(
+            r.error
+                .unwrap()
+                .contains("TLS handshake did not finish within 2 s")
+        );
         let h = target("http");
-        let r = classify_ping(&h, &Outcome::TimedOut(net::SENT, Duration::from_millis(1500)));
+        let r = classify_ping(
+            &h,
+            &Outcome::TimedOut(net::SENT, Duration::from_millis(1500)),
+        );
         assert_eq!((r.reachable, r.tls_ok), (true, None));
         assert!(r.error.unwrap().contains("no answer within 1500 ms"));
         let r = classify_ping(&h, &answered(404, None));
@@ -618,10 +639,18 @@ mod tests {
             outcome: "not_probed",
             ..missing.clone()
         };
-        let r = conclude("x:1", "docker.io/library/x:1", vec![missing.clone(), up.clone()]);
+        let r = conclude(
+            "x:1",
+            "docker.io/library/x:1",
+            vec![missing.clone(), up.clone()],
+        );
         assert!(!r.ok && r.falls_back_to_upstream && r.served_by.is_none());
         assert_eq!(r.upstream.as_deref(), Some(up.url.as_str()));
-        let r = conclude("x:1", "docker.io/library/x:1", vec![missing.clone(), served, up]);
+        let r = conclude(
+            "x:1",
+            "docker.io/library/x:1",
+            vec![missing.clone(), served, up],
+        );
         assert!(r.ok && !r.falls_back_to_upstream && r.served_by.as_deref() == Some("u1"));
         // Strict air-gap: nothing follows the mirrors.
         let r = conclude("x:1", "docker.io/library/x:1", vec![missing]);

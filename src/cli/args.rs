@@ -279,6 +279,7 @@ impl ReloadArgs {
             host_pid: self.runtime.host_pid,
             socket: self.runtime.containerd_socket.clone(),
             health_timeout: self.health_timeout,
+            telemetry: None,
         }
     }
 }
@@ -489,7 +490,9 @@ pub fn file_secret(secret: &SecretArgs, name: &SecretName) -> FileSecret {
             namespace: Some(name.secret_namespace.clone()),
         },
         (None, Some(d)) => FileSecret::Dir(d.clone()),
-        (None, None) => unreachable!("clap requires a Secret source (--secret-file, --secret-dir or --from-cluster)"),
+        (None, None) => unreachable!(
+            "clap requires a Secret source (--secret-file, --secret-dir or --from-cluster)"
+        ),
     }
 }
 

@@ -84,7 +84,9 @@ fn diff_spec(
         ))
         .map_err(|e| Failure(format!("{e:#}")))?;
     let Some(fetched) = fetched else {
-        return Err(Failure(format!("Secret {ns}/{name} not found in the cluster")));
+        return Err(Failure(format!(
+            "Secret {ns}/{name} not found in the cluster"
+        )));
     };
     let rv = fetched.secret.metadata.resource_version.clone();
     let server = fetched.server;
@@ -114,11 +116,7 @@ pub fn diff(
 ) -> Result<ExitCode, Failure> {
     let (spec, source) = diff_spec(what, cluster)?;
     let node = detect_blocking(&runtime.probe());
-    let plan = apply::plan(
-        &what.paths.paths(),
-        Some(&spec),
-        choice(what, &node),
-    )?;
+    let plan = apply::plan(&what.paths.paths(), Some(&spec), choice(what, &node))?;
     print_warnings(&plan.warnings);
     let code = if plan.changes.is_empty() {
         ExitCode::SUCCESS
@@ -313,7 +311,9 @@ pub fn check(a: &super::args::CheckArgs) -> Result<ExitCode, Failure> {
     } else {
         let spec = load_spec(&a.secret, &a.name)?;
         print_warnings(&spec.warnings);
-        let path = super::args::file_secret(&a.secret, &a.name).path().to_path_buf();
+        let path = super::args::file_secret(&a.secret, &a.name)
+            .path()
+            .to_path_buf();
         let source = serde_json::json!({ "kind": "secret", "path": path });
         (Layout::from_spec(&spec, a.hosts.options())?, source)
     };

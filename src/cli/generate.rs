@@ -39,7 +39,7 @@ const EXIT_STATUS: &str = r#".SH "EXIT STATUS"
 Success; for \fBdiff\fR: no change.
 .TP
 \fB1\fR
-\fBdiff\fR only: there are changes.
+\fBdiff\fR: there are changes; \fBcheck\fR: a mirror endpoint or image check failed.
 .TP
 \fB2\fR
 An error, with the reason on standard error; nothing was changed (a failed health check after

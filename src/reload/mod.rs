@@ -74,6 +74,8 @@ pub struct Reloader {
     pub host_pid: i32,
     pub socket: PathBuf,
     pub health_timeout: Duration,
+    /// Where restart and health-check durations go (the agent's metrics; `None` one-shot).
+    pub telemetry: Option<std::sync::Arc<crate::observe::Telemetry>>,
 }
 
 impl Reloader {
@@ -102,17 +104,20 @@ impl Reloader {
         if !self.will_restart(restart_needed) {
             return Ok(None);
         }
+        let t0 = std::time::Instant::now();
         let what = match &self.strategy {
-            ReloadStrategy::Command(c) => {
-                run_host(self.host_pid, "sh", &["-c", c]).await?;
-                format!("ran {c:?}")
-            }
-            _ => {
-                run_host(self.host_pid, "systemctl", &["restart", &self.unit]).await?;
-                format!("restarted {}", self.unit)
-            }
+            ReloadStrategy::Command(c) => run_host(self.host_pid, "sh", &["-c", c])
+                .await
+                .map(|_| format!("ran {c:?}")),
+            _ => run_host(self.host_pid, "systemctl", &["restart", &self.unit])
+                .await
+                .map(|_| format!("restarted {}", self.unit)),
         };
-        let version = crate::cri::wait_healthy(&self.socket, self.health_timeout).await?;
+        if let Some(t) = &self.telemetry {
+            t.observe_containerd_restart(t0.elapsed());
+        }
+        let what = what?;
+        let version = self.timed_health().await?;
         let loaded = match expect {
             Some(e) => format!("; {}", verify::verify_loaded(&self.socket, e).await?),
             None => String::new(),
@@ -123,6 +128,16 @@ impl Reloader {
     }
 
     /// Restart without judging the result (used to come back after a rollback).
+    /// Wait for a healthy containerd, timing it into the metrics.
+    pub async fn timed_health(&self) -> Result<String, crate::cri::CriError> {
+        let t0 = std::time::Instant::now();
+        let r = crate::cri::wait_healthy(&self.socket, self.health_timeout).await;
+        if let Some(t) = &self.telemetry {
+            t.observe_health_check(t0.elapsed());
+        }
+        r
+    }
+
     pub async fn restart_only(&self) -> Result<(), ReloadError> {
         match &self.strategy {
             ReloadStrategy::Command(c) => run_host(self.host_pid, "sh", &["-c", c]).await?,

@@ -45,7 +45,8 @@ impl Options {
         o: super::HostsOptions,
         containerd: Option<crate::runtime::ContainerdVersion>,
     ) -> Options {
-        let reads = containerd.is_some_and(|v| v >= crate::runtime::ContainerdVersion::new(2, 1, 0));
+        let reads =
+            containerd.is_some_and(|v| v >= crate::runtime::ContainerdVersion::new(2, 1, 0));
         Options {
             strict: o.strict,
             dial_timeout: o.dial_timeout.filter(|d| reads && !d.is_zero()),

@@ -161,6 +161,14 @@ impl AgentProcess {
     }
 
     /// SIGTERM; wait ≤ 10 s, then kill. The exit status (`None`: it had to be killed).
+    /// SIGKILL (a node that dies without cleaning up), and reap it.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     pub fn stop(&mut self) -> Option<ExitStatus> {
         let mut child = self.child.take()?;
         let pid = nix::unistd::Pid::from_raw(child.id() as i32);

@@ -350,6 +350,19 @@ impl FakeApiServer {
     }
 
     /// The stored Node `name`, if it was ever read or patched.
+    /// A Lease as stored.
+    pub fn lease(&self, ns: &str, name: &str) -> Option<Value> {
+        lock(&self.shared.state)
+            .leases
+            .get(&(ns.to_string(), name.to_string()))
+            .cloned()
+    }
+
+    /// Every accepted Lease write, in order: (namespace, name, holder, resourceVersion).
+    pub fn lease_log(&self) -> Vec<(String, String, String, u64)> {
+        lock(&self.shared.state).lease_log.clone()
+    }
+
     pub fn node(&self, name: &str) -> Option<Value> {
         self.shared.lock_state().nodes.get(name).cloned()
     }
@@ -407,6 +420,10 @@ struct State {
     event_log: Vec<Value>,
     nodes: BTreeMap<String, Value>,
     node_patches: Vec<NodePatch>,
+    /// coordination.k8s.io/v1 Leases by (namespace, name).
+    leases: BTreeMap<Key, Value>,
+    /// Every accepted Lease write: (namespace, name, holder or "", resourceVersion).
+    lease_log: Vec<(String, String, String, u64)>,
     bookmark_interval: Option<Duration>,
     uid_seed: u32,
     uid_counter: u64,
@@ -424,6 +441,8 @@ impl State {
             event_log: Vec::new(),
             nodes: BTreeMap::new(),
             node_patches: Vec::new(),
+            leases: BTreeMap::new(),
+            lease_log: Vec::new(),
             bookmark_interval: None,
             uid_seed,
             uid_counter: 0,
@@ -645,6 +664,37 @@ fn route(
         }
         ["api", "v1", "nodes", name] if patch => {
             patch_node(shared, name, content_type, params, body)
+        }
+        ["api", "v1", "nodes", name, "status"] if patch => patch_node_status(shared, name, body),
+        [
+            "apis",
+            "coordination.k8s.io",
+            "v1",
+            "namespaces",
+            ns,
+            "leases",
+        ] if post => leases::create(&mut shared.lock_state(), ns, body),
+        [
+            "apis",
+            "coordination.k8s.io",
+            "v1",
+            "namespaces",
+            ns,
+            "leases",
+            name,
+        ] => {
+            let mut st = shared.lock_state();
+            match *method {
+                Method::GET => leases::get(&st, ns, name),
+                Method::PUT => leases::replace(&mut st, ns, name, body),
+                Method::DELETE => leases::delete(&mut st, ns, name),
+                _ => status_response(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "MethodNotAllowed",
+                    format!("fake apiserver: {method} on a Lease"),
+                    None,
+                ),
+            }
         }
         ["version"]
         | ["api", "v1", "namespaces", _, "secrets"]
@@ -1402,6 +1452,45 @@ fn patch_node(
     resp
 }
 
+/// PATCH nodes/{name}/status (strategic merge): `status.conditions` merge by `type`, the
+/// rest of `status` as a merge patch.
+fn patch_node_status(shared: &Arc<Shared>, name: &str, body: &[u8]) -> Response {
+    let patch: Value = match serde_json::from_slice(body) {
+        Ok(v) => v,
+        Err(e) => return bad_request(format!("the patch does not parse: {e}")),
+    };
+    let mut st = shared.lock_state();
+    let rv = st.next_rv();
+    let node = st.node_mut(name);
+    if !node["status"].is_object() {
+        node["status"] = json!({});
+    }
+    if !node["status"]["conditions"].is_array() {
+        node["status"]["conditions"] = json!([]);
+    }
+    for c in patch["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        let list = node["status"]["conditions"].as_array_mut().expect("array");
+        match list.iter_mut().find(|x| x["type"] == c["type"]) {
+            Some(x) => merge_patch(x, c),
+            None => list.push(c.clone()),
+        }
+    }
+    node["metadata"]["resourceVersion"] = json!(rv.to_string());
+    let out = node.clone();
+    st.node_patches.push(NodePatch {
+        node: name.to_string(),
+        content_type: "status".into(),
+        params: Params::default(),
+        body: patch,
+        status: 200,
+    });
+    json_response(StatusCode::OK, &out)
+}
+
 /// Restore what a patch may not change and stamp the new resourceVersion.
 fn keep_identity(patched: &mut Value, current: &Value, rv: u64) {
     if !patched.is_object() {
@@ -1778,5 +1867,107 @@ impl AsyncWrite for KillableIo {
             return Poll::Ready(Ok(()));
         }
         Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// coordination.k8s.io/v1 Leases: create (409 AlreadyExists), get (404), replace with the
+/// stored resourceVersion (a stale or missing one gets 409 Conflict, as kube-apiserver answers
+/// optimistic-concurrency races), delete.
+mod leases {
+    use super::*;
+
+    fn key(ns: &str, name: &str) -> Key {
+        (ns.to_string(), name.to_string())
+    }
+
+    fn holder(v: &Value) -> String {
+        v["spec"]["holderIdentity"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    }
+
+    fn stamp(st: &mut State, ns: &str, name: &str, obj: &mut Value, uid: String, created: String) {
+        let rv = st.next_rv();
+        obj["kind"] = json!("Lease");
+        obj["apiVersion"] = json!("coordination.k8s.io/v1");
+        if !obj["metadata"].is_object() {
+            obj["metadata"] = json!({});
+        }
+        let m = &mut obj["metadata"];
+        m["name"] = json!(name);
+        m["namespace"] = json!(ns);
+        m["uid"] = json!(uid);
+        m["creationTimestamp"] = json!(created);
+        m["resourceVersion"] = json!(rv.to_string());
+        st.lease_log.push((ns.into(), name.into(), holder(obj), rv));
+    }
+
+    pub(super) fn create(st: &mut State, ns: &str, body: &[u8]) -> Response {
+        let mut obj: Value = match serde_json::from_slice(body) {
+            Ok(v) => v,
+            Err(e) => return bad_request(format!("the body does not parse: {e}")),
+        };
+        let name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
+        if name.is_empty() {
+            return invalid("Lease \"\" is invalid: metadata.name: Required value".into());
+        }
+        if st.leases.contains_key(&key(ns, &name)) {
+            return status_response(
+                StatusCode::CONFLICT,
+                "AlreadyExists",
+                format!("leases.coordination.k8s.io \"{name}\" already exists"),
+                Some(json!({"name": name, "group": "coordination.k8s.io", "kind": "leases"})),
+            );
+        }
+        let uid = st.next_uid();
+        stamp(st, ns, &name, &mut obj, uid, now_rfc3339());
+        st.leases.insert(key(ns, &name), obj.clone());
+        json_response(StatusCode::CREATED, &obj)
+    }
+
+    pub(super) fn get(st: &State, ns: &str, name: &str) -> Response {
+        match st.leases.get(&key(ns, name)) {
+            Some(l) => json_response(StatusCode::OK, l),
+            None => not_found("leases", name, "coordination.k8s.io"),
+        }
+    }
+
+    pub(super) fn replace(st: &mut State, ns: &str, name: &str, body: &[u8]) -> Response {
+        let mut obj: Value = match serde_json::from_slice(body) {
+            Ok(v) => v,
+            Err(e) => return bad_request(format!("the body does not parse: {e}")),
+        };
+        let Some(current) = st.leases.get(&key(ns, name)).cloned() else {
+            return not_found("leases", name, "coordination.k8s.io");
+        };
+        if obj["metadata"]["resourceVersion"] != current["metadata"]["resourceVersion"] {
+            return status_response(
+                StatusCode::CONFLICT,
+                "Conflict",
+                format!(
+                    "Operation cannot be fulfilled on leases.coordination.k8s.io \"{name}\": the object has been modified; please apply your changes to the latest version and try again"
+                ),
+                Some(json!({"name": name, "group": "coordination.k8s.io", "kind": "leases"})),
+            );
+        }
+        let uid = current["metadata"]["uid"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        let created = current["metadata"]["creationTimestamp"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        stamp(st, ns, name, &mut obj, uid, created);
+        st.leases.insert(key(ns, name), obj.clone());
+        json_response(StatusCode::OK, &obj)
+    }
+
+    pub(super) fn delete(st: &mut State, ns: &str, name: &str) -> Response {
+        match st.leases.remove(&key(ns, name)) {
+            Some(_) => json_response(StatusCode::OK, &status_value(200, "", "", None)),
+            None => not_found("leases", name, "coordination.k8s.io"),
+        }
     }
 }
