@@ -171,6 +171,21 @@ pub struct HashLabel {
     pub hash: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndpointLabel {
+    pub host: String,
+    pub url: String,
+}
+
+/// One mirror endpoint's probe (`regmirror check`'s, after an apply).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MirrorProbe {
+    pub host: String,
+    pub url: String,
+    pub up: bool,
+    pub latency: Option<f64>,
+}
+
 /// The agent's metrics and health, shared between the loop and the HTTP server.
 pub struct Telemetry {
     registry: Registry,
@@ -188,6 +203,11 @@ pub struct Telemetry {
     pub restart_duration: Histogram,
     /// Waiting for containerd to be healthy over CRI after a restart.
     pub health_check_duration: Histogram,
+    /// `regmirror_mirror_up{host,url}`: 1 when the endpoint answered `/v2/` as containerd would
+    /// be answered (reachable, TLS, auth), after the last apply.
+    pub mirror_up: Family<EndpointLabel, Gauge>,
+    /// `regmirror_mirror_latency_seconds{host,url}`: time to its first answer.
+    pub mirror_latency: Family<EndpointLabel, Gauge<f64, AtomicU64>>,
     current_hash: Mutex<Option<String>>,
     ready: AtomicBool,
     not_ready_reason: Mutex<String>,
@@ -282,8 +302,22 @@ impl Telemetry {
             "Time until containerd answered CRI Version and Status ready after a restart",
             health_check_duration.clone(),
         );
+        let mirror_up = Family::<EndpointLabel, Gauge>::default();
+        let mirror_latency = Family::<EndpointLabel, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "mirror_up",
+            "1 when the mirror endpoint answered GET /v2/ with the TLS settings and credentials containerd uses (probed after each apply)",
+            mirror_up.clone(),
+        );
+        registry.register(
+            "mirror_latency_seconds",
+            "Time to the mirror endpoint's first answer to GET /v2/ (probed after each apply)",
+            mirror_latency.clone(),
+        );
         Telemetry {
             registry,
+            mirror_up,
+            mirror_latency,
             applies,
             restarts,
             rollbacks,
@@ -362,6 +396,22 @@ impl Telemetry {
         match self.heartbeat.load(Ordering::SeqCst) {
             0 => 0,
             since => now_secs() - since,
+        }
+    }
+
+    /// Replace the mirror gauges with the probes of the spec applied now.
+    pub fn set_mirror_probes(&self, probes: &[MirrorProbe]) {
+        self.mirror_up.clear();
+        self.mirror_latency.clear();
+        for p in probes {
+            let l = EndpointLabel {
+                host: p.host.clone(),
+                url: p.url.clone(),
+            };
+            self.mirror_up.get_or_create(&l).set(i64::from(p.up));
+            if let Some(s) = p.latency {
+                self.mirror_latency.get_or_create(&l).set(s);
+            }
         }
     }
 

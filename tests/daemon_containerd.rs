@@ -866,6 +866,14 @@ fn secret_update_restarts_and_pulls_through_new_mirror(release: Release) {
     });
     eprintln!("agent: first apply + restart + healthy {took:.2?} after start");
     assert_eq!(agent.restarts(), 1.0, "{}", story(&agent.log()));
+    // After the apply the agent probes the mirror as `regmirror check` does.
+    let up = format!("regmirror_mirror_up{{host=\"{}\"", a.host());
+    agent.wait_for("the mirror probe", Duration::from_secs(15), || {
+        agent
+            .metrics()
+            .lines()
+            .any(|l| l.starts_with(&up) && l.ends_with(" 1"))
+    });
     let reloads = node.reloads();
     assert_eq!(
         reloads.len(),

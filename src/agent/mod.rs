@@ -57,6 +57,12 @@ pub struct Ctx {
     pub budget: Option<budget::Budget>,
     /// The desired Secret (to see a newer one while waiting for a restart slot).
     pub secret_rx: watch::Receiver<Desired>,
+    /// The files (and their directories) the last write left, with their identities: file
+    /// events about them while they are still that file are the agent's own, not a reason to
+    /// plan again.
+    pub own_writes: Vec<(std::path::PathBuf, Option<crate::apply::write::Identity>)>,
+    /// The spec whose mirrors were probed last (probed once per spec).
+    pub probed: Option<String>,
     pub shutdown: watch::Receiver<bool>,
     /// How often to tell systemd's watchdog the loop is alive; `None`: systemd asked for none.
     pub pulse: Option<Duration>,
@@ -193,6 +199,8 @@ async fn run_async(config: AgentConfig) -> anyhow::Result<()> {
         condition,
         budget,
         secret_rx: rx.clone(),
+        own_writes: Vec::new(),
+        probed: None,
         shutdown: triggers::shutdown_on_signals(),
         pulse,
         rolled_back: None,
@@ -201,6 +209,13 @@ async fn run_async(config: AgentConfig) -> anyhow::Result<()> {
     notify::stopping();
     tracing::info!("regmirror stopped");
     Ok(())
+}
+
+/// True when `p` is one of the agent's own last writes and still exactly that file.
+fn is_own_write(ctx: &Ctx, p: &std::path::Path) -> bool {
+    ctx.own_writes
+        .iter()
+        .any(|(w, id)| w == p && crate::apply::write::identity(p) == *id)
 }
 
 /// Sleep for `d`, or forever when there is nothing to wait for.
@@ -275,7 +290,7 @@ async fn main_loop(
         let trigger = tokio::select! {
             r = rx.changed() => match r { Ok(()) => Trigger::Source, Err(_) => break },
             Some(paths) = pokes.recv() => {
-                if paths.iter().all(|p| triggers::is_noise(p, &ctx.paths, &ctx.probe.socket)) { continue; }
+                if paths.iter().all(|p| triggers::is_noise(p, &ctx.paths, &ctx.probe.socket) || is_own_write(&ctx, p)) { continue; }
                 Trigger::Files
             }
             _ = resync_timer.tick() => Trigger::Resync,

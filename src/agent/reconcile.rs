@@ -98,6 +98,9 @@ async fn converge(ctx: &mut Ctx, spec: Option<RegistrySpec>, trigger: Trigger) -
         return held;
     }
     if plan.is_noop() {
+        if ctx.probed.as_deref() != Some(label.as_str()) {
+            probe_mirrors(ctx, &spec, &label);
+        }
         return Outcome::UpToDate { label, hash };
     }
     for w in &plan.warnings {
@@ -114,7 +117,10 @@ async fn converge(ctx: &mut Ctx, spec: Option<RegistrySpec>, trigger: Trigger) -
             Err(o) => return o,
         }
     }
-    let out = write_and_reload(ctx, plan, spec, choice, label.clone(), hash, drift).await;
+    let out = write_and_reload(ctx, plan, spec.clone(), choice, label.clone(), hash, drift).await;
+    if matches!(&out, Outcome::Applied(a) if !a.reverted) {
+        probe_mirrors(ctx, &spec, &label);
+    }
     if let Some(slot) = slot {
         if let (Outcome::RolledBack(r), Some(b)) = (&out, &ctx.budget) {
             b.halt(&label, &r.error).await;
@@ -173,6 +179,7 @@ async fn write_and_reload(
         .iter()
         .map(|p| p.display().to_string())
         .collect();
+    remember_own_writes(ctx, &outcome.changed);
     tracing::info!(files = ?files, restart_needed = outcome.restart_needed, "wrote spec {label}");
     let restarted = ctx.restarter.will_restart(outcome.restart_needed);
     let expect = outcome.expect.as_ref();
@@ -191,6 +198,59 @@ async fn write_and_reload(
         }),
         Err(e) => super::recover::roll_back(ctx, &plan, label, hash, restarted, e).await,
     }
+}
+
+/// Probe every mirror endpoint of `spec` in the background, as `regmirror check` does (bounded
+/// by 10 s), into `regmirror_mirror_up` / `_latency_seconds`; an endpoint that fails is logged
+/// with why ("the mirror is configured but pulls don't use it" starts here). Once per spec: no
+/// timer runs while idle.
+fn probe_mirrors(ctx: &mut Ctx, spec: &Arc<Option<RegistrySpec>>, label: &str) {
+    let Some(s) = spec.as_ref().clone() else {
+        return;
+    };
+    ctx.probed = Some(label.to_string());
+    let telemetry = ctx.telemetry.clone();
+    tokio::spawn(async move {
+        let reports = match crate::check::probe_spec(&s, Duration::from_secs(10)).await {
+            Ok(r) => r,
+            Err(e) => return tracing::warn!("mirror probe: {e}"),
+        };
+        let probes: Vec<crate::observe::MirrorProbe> = reports
+            .iter()
+            .map(|r| {
+                if !r.ok() {
+                    tracing::warn!(
+                        "mirror endpoint {} does not answer as containerd needs it: {}",
+                        r.url,
+                        r.error.as_deref().unwrap_or("not a registry answer")
+                    );
+                }
+                crate::observe::MirrorProbe {
+                    host: r.host.clone(),
+                    url: r.url.clone(),
+                    up: r.ok(),
+                    latency: r.latency_ms.map(|ms| ms as f64 / 1000.0),
+                }
+            })
+            .collect();
+        telemetry.set_mirror_probes(&probes);
+    });
+}
+
+/// Remember what this write left on disk (files and their directories), so that the file
+/// events it causes are recognised as the agent's own.
+fn remember_own_writes(ctx: &mut Ctx, changed: &[std::path::PathBuf]) {
+    let mut paths: Vec<std::path::PathBuf> = changed.to_vec();
+    paths.extend(changed.iter().filter_map(|p| p.parent().map(|d| d.to_path_buf())));
+    paths.sort();
+    paths.dedup();
+    ctx.own_writes = paths
+        .into_iter()
+        .map(|p| {
+            let id = crate::apply::write::identity(&p);
+            (p, id)
+        })
+        .collect();
 }
 
 /// The spec failed before and the Secret has not changed: hold it (say why, once known).

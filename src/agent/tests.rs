@@ -107,6 +107,8 @@ fn node(version: &str) -> Node {
         condition: None,
         budget: None,
         secret_rx: watch::channel(Desired::Unknown).1,
+        own_writes: Vec::new(),
+        probed: None,
         shutdown,
         pulse: None,
         rolled_back: None,
