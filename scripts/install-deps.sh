@@ -6,7 +6,7 @@
 # (tests/daemonset_pod.rs), and the newer containerd releases of the e2e matrix.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PKGS="protobuf-compiler containerd docker-registry skopeo umoci apache2-utils openssl systemd-container debootstrap curl unzip buildah catatonit containernetworking-plugins binutils"
+PKGS="protobuf-compiler containerd podman docker-registry skopeo umoci apache2-utils openssl systemd-container debootstrap curl unzip buildah catatonit containernetworking-plugins binutils"
 missing=""
 for p in $PKGS; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
 if [ -n "$missing" ]; then

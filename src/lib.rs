@@ -14,6 +14,7 @@ pub mod cri;
 pub mod errchain;
 pub mod hostexec;
 pub mod observe;
+pub mod podman;
 pub mod redact;
 pub mod reload;
 pub mod render;

@@ -97,7 +97,7 @@ _regmirror() {
             return 0
             ;;
         regmirror__subcmd__apply)
-            opts="-h --secret-file --secret-dir --secret-name --secret-namespace --config --certs-dir --state-dir --mode --strict-airgap --dial-timeout --reload --containerd-unit --containerd-version --containerd-socket --host-pid --health-timeout --help"
+            opts="-h --secret-file --secret-dir --secret-name --secret-namespace --config --certs-dir --state-dir --mode --strict-airgap --dial-timeout --runtime --crio-socket --crio-pid-file --crio-unit --registries-conf-d --containers-certs-dir --auth-file --reload --containerd-unit --containerd-version --containerd-socket --host-pid --health-timeout --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -140,6 +140,34 @@ _regmirror() {
                     return 0
                     ;;
                 --dial-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --runtime)
+                    COMPREPLY=($(compgen -W "containerd crio podman auto" -- "${cur}"))
+                    return 0
+                    ;;
+                --crio-socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --crio-pid-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --crio-unit)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --registries-conf-d)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --containers-certs-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --auth-file)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -263,7 +291,7 @@ _regmirror() {
             return 0
             ;;
         regmirror__subcmd__diff)
-            opts="-o -h --secret-file --secret-dir --secret-name --secret-namespace --config --certs-dir --state-dir --mode --strict-airgap --dial-timeout --from-cluster --kubeconfig --context --request-timeout --containerd-version --containerd-socket --host-pid --output --help"
+            opts="-o -h --secret-file --secret-dir --secret-name --secret-namespace --config --certs-dir --state-dir --mode --strict-airgap --dial-timeout --runtime --crio-socket --crio-pid-file --crio-unit --registries-conf-d --containers-certs-dir --auth-file --from-cluster --kubeconfig --context --request-timeout --containerd-version --containerd-socket --host-pid --output --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -306,6 +334,34 @@ _regmirror() {
                     return 0
                     ;;
                 --dial-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --runtime)
+                    COMPREPLY=($(compgen -W "containerd crio podman auto" -- "${cur}"))
+                    return 0
+                    ;;
+                --crio-socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --crio-pid-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --crio-unit)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --registries-conf-d)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --containers-certs-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --auth-file)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -517,7 +573,7 @@ _regmirror() {
             return 0
             ;;
         regmirror__subcmd__resolve)
-            opts="-o -h --config --certs-dir --containerd-version --containerd-socket --host-pid --output --help"
+            opts="-o -h --config --certs-dir --containerd-version --containerd-socket --host-pid --runtime --crio-socket --crio-pid-file --crio-unit --registries-conf-d --containers-certs-dir --auth-file --registries-conf --output --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -543,6 +599,38 @@ _regmirror() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --runtime)
+                    COMPREPLY=($(compgen -W "containerd crio podman auto" -- "${cur}"))
+                    return 0
+                    ;;
+                --crio-socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --crio-pid-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --crio-unit)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --registries-conf-d)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --containers-certs-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --auth-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --registries-conf)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --output)
                     COMPREPLY=($(compgen -W "text json" -- "${cur}"))
                     return 0
@@ -559,7 +647,7 @@ _regmirror() {
             return 0
             ;;
         regmirror__subcmd__revert)
-            opts="-h --config --certs-dir --state-dir --reload --containerd-unit --containerd-version --containerd-socket --host-pid --health-timeout --help"
+            opts="-h --config --certs-dir --state-dir --reload --containerd-unit --containerd-version --containerd-socket --host-pid --health-timeout --runtime --crio-socket --crio-pid-file --crio-unit --registries-conf-d --containers-certs-dir --auth-file --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -601,6 +689,34 @@ _regmirror() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --runtime)
+                    COMPREPLY=($(compgen -W "containerd crio podman auto" -- "${cur}"))
+                    return 0
+                    ;;
+                --crio-socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --crio-pid-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --crio-unit)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --registries-conf-d)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --containers-certs-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --auth-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -609,7 +725,7 @@ _regmirror() {
             return 0
             ;;
         regmirror__subcmd__run)
-            opts="-h --secret-file --secret-dir --secret-name --secret-namespace --kubeconfig --config --certs-dir --state-dir --mode --strict-airgap --dial-timeout --reload --containerd-unit --containerd-version --containerd-socket --host-pid --health-timeout --restart-jitter --restart-budget --restart-lease --debounce --resync --on-delete --listen --log-format --node-name --help"
+            opts="-h --secret-file --secret-dir --secret-name --secret-namespace --kubeconfig --config --certs-dir --state-dir --mode --strict-airgap --dial-timeout --runtime --crio-socket --crio-pid-file --crio-unit --registries-conf-d --containers-certs-dir --auth-file --reload --containerd-unit --containerd-version --containerd-socket --host-pid --health-timeout --restart-jitter --restart-budget --restart-lease --debounce --resync --on-delete --listen --log-format --node-name --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -656,6 +772,34 @@ _regmirror() {
                     return 0
                     ;;
                 --dial-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --runtime)
+                    COMPREPLY=($(compgen -W "containerd crio podman auto" -- "${cur}"))
+                    return 0
+                    ;;
+                --crio-socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --crio-pid-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --crio-unit)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --registries-conf-d)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --containers-certs-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --auth-file)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -31,7 +31,7 @@ complete -c regmirror -n "__fish_regmirror_needs_command" -f -a "apply" -d 'Writ
 complete -c regmirror -n "__fish_regmirror_needs_command" -f -a "revert" -d 'Remove everything regmirror wrote and restore what it replaced'
 complete -c regmirror -n "__fish_regmirror_needs_command" -f -a "show" -d 'Print the validated spec (PASSWORD as ***) and the containerd it would be rendered for'
 complete -c regmirror -n "__fish_regmirror_needs_command" -f -a "run" -d 'The agent: watch the Secret and the files, reconcile, reload containerd'
-complete -c regmirror -n "__fish_regmirror_needs_command" -f -a "resolve" -d 'Print the URLs containerd will try for IMAGE, in order, from the files on disk now'
+complete -c regmirror -n "__fish_regmirror_needs_command" -f -a "resolve" -d 'Print the URLs containerd (or, with --runtime podman|crio, containers/image) will try for IMAGE, in order, from the files on disk now'
 complete -c regmirror -n "__fish_regmirror_needs_command" -f -a "check" -d 'Probe every mirror endpoint (GET /v2/ with the CA and credentials containerd would use) and, with --image, which host would serve each image (exit 0: all fine, 1: something failed, 2: bad input)'
 complete -c regmirror -n "__fish_regmirror_needs_command" -f -a "completions" -d 'Print shell completions (bash, zsh, fish, elvish, powershell) generated from these flags'
 complete -c regmirror -n "__fish_regmirror_needs_command" -f -a "man" -d 'Print the man page (roff) generated from these flags'
@@ -49,6 +49,16 @@ hosts\t'`config_path` + `certs.d/<host>/hosts.toml` (file edits need no restart)
 complete -c regmirror -n "__fish_regmirror_using_subcommand diff" -l strict-airgap -d 'Strict air-gap: no fallback to the upstream registry (hosts mode; the last mirror endpoint becomes hosts.toml\'s `server`). A pull the mirror cannot serve fails' -r -f -a "true\t''
 false\t''"
 complete -c regmirror -n "__fish_regmirror_using_subcommand diff" -l dial-timeout -d 'hosts.toml `dial_timeout` for every mirror host, so a dead mirror fails over fast (written for containerd ≥ 2.1, which reads it; "0s" writes none)' -r
+complete -c regmirror -n "__fish_regmirror_using_subcommand diff" -l runtime -d 'Which runtime\'s configuration to use (auto: detected, and said why on stderr)' -r -f -a "containerd\t'containerd\'s config.toml / certs.d hosts.toml'
+crio\t'CRI-O: containers-registries.conf (as podman), then CRI-O\'s reload (SIGHUP)'
+podman\t'containers-registries.conf (Podman, CRI-O): a registries.conf.d drop-in, certs.d, auth file'
+auto\t'containerd if its socket exists, else crio if its socket exists, else podman if on PATH'"
+complete -c regmirror -n "__fish_regmirror_using_subcommand diff" -l crio-socket -d 'CRI-O\'s socket (--runtime auto picks crio when it exists and containerd\'s does not)' -r -F
+complete -c regmirror -n "__fish_regmirror_using_subcommand diff" -l crio-pid-file -d '--runtime crio with --reload auto|systemd: send SIGHUP to the PID in this file instead of `systemctl reload <--crio-unit>`' -r -F
+complete -c regmirror -n "__fish_regmirror_using_subcommand diff" -l crio-unit -d '--runtime crio: the systemd unit `systemctl reload` reloads' -r
+complete -c regmirror -n "__fish_regmirror_using_subcommand diff" -l registries-conf-d -d '--runtime podman: the drop-in directory (regmirror writes 50-regmirror.conf there)' -r -F
+complete -c regmirror -n "__fish_regmirror_using_subcommand diff" -l containers-certs-dir -d '--runtime podman: where CA_CERT goes (`<DIR>/<DOMAIN>/ca.crt`)' -r -F
+complete -c regmirror -n "__fish_regmirror_using_subcommand diff" -l auth-file -d '--runtime podman: the containers-auth.json file regmirror merges its credentials into' -r -F
 complete -c regmirror -n "__fish_regmirror_using_subcommand diff" -l kubeconfig -d 'kubeconfig for --from-cluster (default: $KUBECONFIG, ~/.kube/config, then in-cluster)' -r -F
 complete -c regmirror -n "__fish_regmirror_using_subcommand diff" -l context -d 'The kubeconfig context for --from-cluster (default: its current context)' -r
 complete -c regmirror -n "__fish_regmirror_using_subcommand diff" -l request-timeout -d 'How long the GET may take' -r
@@ -72,6 +82,16 @@ hosts\t'`config_path` + `certs.d/<host>/hosts.toml` (file edits need no restart)
 complete -c regmirror -n "__fish_regmirror_using_subcommand apply" -l strict-airgap -d 'Strict air-gap: no fallback to the upstream registry (hosts mode; the last mirror endpoint becomes hosts.toml\'s `server`). A pull the mirror cannot serve fails' -r -f -a "true\t''
 false\t''"
 complete -c regmirror -n "__fish_regmirror_using_subcommand apply" -l dial-timeout -d 'hosts.toml `dial_timeout` for every mirror host, so a dead mirror fails over fast (written for containerd ≥ 2.1, which reads it; "0s" writes none)' -r
+complete -c regmirror -n "__fish_regmirror_using_subcommand apply" -l runtime -d 'Which runtime\'s configuration to use (auto: detected, and said why on stderr)' -r -f -a "containerd\t'containerd\'s config.toml / certs.d hosts.toml'
+crio\t'CRI-O: containers-registries.conf (as podman), then CRI-O\'s reload (SIGHUP)'
+podman\t'containers-registries.conf (Podman, CRI-O): a registries.conf.d drop-in, certs.d, auth file'
+auto\t'containerd if its socket exists, else crio if its socket exists, else podman if on PATH'"
+complete -c regmirror -n "__fish_regmirror_using_subcommand apply" -l crio-socket -d 'CRI-O\'s socket (--runtime auto picks crio when it exists and containerd\'s does not)' -r -F
+complete -c regmirror -n "__fish_regmirror_using_subcommand apply" -l crio-pid-file -d '--runtime crio with --reload auto|systemd: send SIGHUP to the PID in this file instead of `systemctl reload <--crio-unit>`' -r -F
+complete -c regmirror -n "__fish_regmirror_using_subcommand apply" -l crio-unit -d '--runtime crio: the systemd unit `systemctl reload` reloads' -r
+complete -c regmirror -n "__fish_regmirror_using_subcommand apply" -l registries-conf-d -d '--runtime podman: the drop-in directory (regmirror writes 50-regmirror.conf there)' -r -F
+complete -c regmirror -n "__fish_regmirror_using_subcommand apply" -l containers-certs-dir -d '--runtime podman: where CA_CERT goes (`<DIR>/<DOMAIN>/ca.crt`)' -r -F
+complete -c regmirror -n "__fish_regmirror_using_subcommand apply" -l auth-file -d '--runtime podman: the containers-auth.json file regmirror merges its credentials into' -r -F
 complete -c regmirror -n "__fish_regmirror_using_subcommand apply" -l reload -d 'none | auto | systemd | command:<cmd>. Default: none for apply/revert, auto for run' -r
 complete -c regmirror -n "__fish_regmirror_using_subcommand apply" -l containerd-unit -d 'The systemd unit to restart' -r
 complete -c regmirror -n "__fish_regmirror_using_subcommand apply" -l containerd-version -d 'containerd\'s version (e.g. 2.1.9): decide for it without asking the node (offline `diff`); `unknown` decides from config.toml alone. Unset: CRI Version over --containerd-socket, then `containerd --version`' -r
@@ -88,7 +108,17 @@ complete -c regmirror -n "__fish_regmirror_using_subcommand revert" -l container
 complete -c regmirror -n "__fish_regmirror_using_subcommand revert" -l containerd-socket -d 'containerd\'s CRI socket (version, health check, load verification)' -r -F
 complete -c regmirror -n "__fish_regmirror_using_subcommand revert" -l host-pid -d 'Run systemctl and `containerd --version` in the namespaces of this PID (1 = the host, from a hostPID pod; 0 = never enter other namespaces)' -r
 complete -c regmirror -n "__fish_regmirror_using_subcommand revert" -l health-timeout -d 'How long containerd may take to answer CRI Version and Status after a restart' -r
-complete -c regmirror -n "__fish_regmirror_using_subcommand revert" -s h -l help -d 'Print help'
+complete -c regmirror -n "__fish_regmirror_using_subcommand revert" -l runtime -d 'Which runtime\'s configuration to use (auto: detected, and said why on stderr)' -r -f -a "containerd\t'containerd\'s config.toml / certs.d hosts.toml'
+crio\t'CRI-O: containers-registries.conf (as podman), then CRI-O\'s reload (SIGHUP)'
+podman\t'containers-registries.conf (Podman, CRI-O): a registries.conf.d drop-in, certs.d, auth file'
+auto\t'containerd if its socket exists, else crio if its socket exists, else podman if on PATH'"
+complete -c regmirror -n "__fish_regmirror_using_subcommand revert" -l crio-socket -d 'CRI-O\'s socket (--runtime auto picks crio when it exists and containerd\'s does not)' -r -F
+complete -c regmirror -n "__fish_regmirror_using_subcommand revert" -l crio-pid-file -d '--runtime crio with --reload auto|systemd: send SIGHUP to the PID in this file instead of `systemctl reload <--crio-unit>`' -r -F
+complete -c regmirror -n "__fish_regmirror_using_subcommand revert" -l crio-unit -d '--runtime crio: the systemd unit `systemctl reload` reloads' -r
+complete -c regmirror -n "__fish_regmirror_using_subcommand revert" -l registries-conf-d -d '--runtime podman: the drop-in directory (regmirror writes 50-regmirror.conf there)' -r -F
+complete -c regmirror -n "__fish_regmirror_using_subcommand revert" -l containers-certs-dir -d '--runtime podman: where CA_CERT goes (`<DIR>/<DOMAIN>/ca.crt`)' -r -F
+complete -c regmirror -n "__fish_regmirror_using_subcommand revert" -l auth-file -d '--runtime podman: the containers-auth.json file regmirror merges its credentials into' -r -F
+complete -c regmirror -n "__fish_regmirror_using_subcommand revert" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c regmirror -n "__fish_regmirror_using_subcommand show" -l secret-file -d 'A Secret manifest (YAML, one or more documents; stringData and/or base64 data)' -r -F
 complete -c regmirror -n "__fish_regmirror_using_subcommand show" -l secret-dir -d 'A directory of key files, as kubelet mounts a Secret volume' -r -F
 complete -c regmirror -n "__fish_regmirror_using_subcommand show" -l secret-name -d 'The Secret\'s name (picks the document in a multi-document manifest)' -r
@@ -111,6 +141,16 @@ hosts\t'`config_path` + `certs.d/<host>/hosts.toml` (file edits need no restart)
 complete -c regmirror -n "__fish_regmirror_using_subcommand run" -l strict-airgap -d 'Strict air-gap: no fallback to the upstream registry (hosts mode; the last mirror endpoint becomes hosts.toml\'s `server`). A pull the mirror cannot serve fails' -r -f -a "true\t''
 false\t''"
 complete -c regmirror -n "__fish_regmirror_using_subcommand run" -l dial-timeout -d 'hosts.toml `dial_timeout` for every mirror host, so a dead mirror fails over fast (written for containerd ≥ 2.1, which reads it; "0s" writes none)' -r
+complete -c regmirror -n "__fish_regmirror_using_subcommand run" -l runtime -d 'Which runtime\'s configuration to use (auto: detected, and said why on stderr)' -r -f -a "containerd\t'containerd\'s config.toml / certs.d hosts.toml'
+crio\t'CRI-O: containers-registries.conf (as podman), then CRI-O\'s reload (SIGHUP)'
+podman\t'containers-registries.conf (Podman, CRI-O): a registries.conf.d drop-in, certs.d, auth file'
+auto\t'containerd if its socket exists, else crio if its socket exists, else podman if on PATH'"
+complete -c regmirror -n "__fish_regmirror_using_subcommand run" -l crio-socket -d 'CRI-O\'s socket (--runtime auto picks crio when it exists and containerd\'s does not)' -r -F
+complete -c regmirror -n "__fish_regmirror_using_subcommand run" -l crio-pid-file -d '--runtime crio with --reload auto|systemd: send SIGHUP to the PID in this file instead of `systemctl reload <--crio-unit>`' -r -F
+complete -c regmirror -n "__fish_regmirror_using_subcommand run" -l crio-unit -d '--runtime crio: the systemd unit `systemctl reload` reloads' -r
+complete -c regmirror -n "__fish_regmirror_using_subcommand run" -l registries-conf-d -d '--runtime podman: the drop-in directory (regmirror writes 50-regmirror.conf there)' -r -F
+complete -c regmirror -n "__fish_regmirror_using_subcommand run" -l containers-certs-dir -d '--runtime podman: where CA_CERT goes (`<DIR>/<DOMAIN>/ca.crt`)' -r -F
+complete -c regmirror -n "__fish_regmirror_using_subcommand run" -l auth-file -d '--runtime podman: the containers-auth.json file regmirror merges its credentials into' -r -F
 complete -c regmirror -n "__fish_regmirror_using_subcommand run" -l reload -d 'none | auto | systemd | command:<cmd>. Default: none for apply/revert, auto for run' -r
 complete -c regmirror -n "__fish_regmirror_using_subcommand run" -l containerd-unit -d 'The systemd unit to restart' -r
 complete -c regmirror -n "__fish_regmirror_using_subcommand run" -l containerd-version -d 'containerd\'s version (e.g. 2.1.9): decide for it without asking the node (offline `diff`); `unknown` decides from config.toml alone. Unset: CRI Version over --containerd-socket, then `containerd --version`' -r
@@ -134,9 +174,20 @@ complete -c regmirror -n "__fish_regmirror_using_subcommand resolve" -l certs-di
 complete -c regmirror -n "__fish_regmirror_using_subcommand resolve" -l containerd-version -d 'containerd\'s version (e.g. 2.1.9): decide for it without asking the node (offline `diff`); `unknown` decides from config.toml alone. Unset: CRI Version over --containerd-socket, then `containerd --version`' -r
 complete -c regmirror -n "__fish_regmirror_using_subcommand resolve" -l containerd-socket -d 'containerd\'s CRI socket (version, health check, load verification)' -r -F
 complete -c regmirror -n "__fish_regmirror_using_subcommand resolve" -l host-pid -d 'Run systemctl and `containerd --version` in the namespaces of this PID (1 = the host, from a hostPID pod; 0 = never enter other namespaces)' -r
-complete -c regmirror -n "__fish_regmirror_using_subcommand resolve" -s o -l output -d 'text, or json (schema regmirror.resolve/v1, documented in the README)' -r -f -a "text\t''
+complete -c regmirror -n "__fish_regmirror_using_subcommand resolve" -l runtime -d 'Which runtime\'s configuration to use (auto: detected, and said why on stderr)' -r -f -a "containerd\t'containerd\'s config.toml / certs.d hosts.toml'
+crio\t'CRI-O: containers-registries.conf (as podman), then CRI-O\'s reload (SIGHUP)'
+podman\t'containers-registries.conf (Podman, CRI-O): a registries.conf.d drop-in, certs.d, auth file'
+auto\t'containerd if its socket exists, else crio if its socket exists, else podman if on PATH'"
+complete -c regmirror -n "__fish_regmirror_using_subcommand resolve" -l crio-socket -d 'CRI-O\'s socket (--runtime auto picks crio when it exists and containerd\'s does not)' -r -F
+complete -c regmirror -n "__fish_regmirror_using_subcommand resolve" -l crio-pid-file -d '--runtime crio with --reload auto|systemd: send SIGHUP to the PID in this file instead of `systemctl reload <--crio-unit>`' -r -F
+complete -c regmirror -n "__fish_regmirror_using_subcommand resolve" -l crio-unit -d '--runtime crio: the systemd unit `systemctl reload` reloads' -r
+complete -c regmirror -n "__fish_regmirror_using_subcommand resolve" -l registries-conf-d -d '--runtime podman: the drop-in directory (regmirror writes 50-regmirror.conf there)' -r -F
+complete -c regmirror -n "__fish_regmirror_using_subcommand resolve" -l containers-certs-dir -d '--runtime podman: where CA_CERT goes (`<DIR>/<DOMAIN>/ca.crt`)' -r -F
+complete -c regmirror -n "__fish_regmirror_using_subcommand resolve" -l auth-file -d '--runtime podman: the containers-auth.json file regmirror merges its credentials into' -r -F
+complete -c regmirror -n "__fish_regmirror_using_subcommand resolve" -l registries-conf -d '--runtime podman|crio: the main registries.conf (read first; missing: skipped)' -r -F
+complete -c regmirror -n "__fish_regmirror_using_subcommand resolve" -s o -l output -d 'text, or json (schema regmirror.resolve/v1, or regmirror.resolve-podman/v1 with --runtime podman|crio; documented in the README)' -r -f -a "text\t''
 json\t''"
-complete -c regmirror -n "__fish_regmirror_using_subcommand resolve" -s h -l help -d 'Print help'
+complete -c regmirror -n "__fish_regmirror_using_subcommand resolve" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c regmirror -n "__fish_regmirror_using_subcommand check" -l secret-file -d 'A Secret manifest (YAML, one or more documents; stringData and/or base64 data)' -r -F
 complete -c regmirror -n "__fish_regmirror_using_subcommand check" -l secret-dir -d 'A directory of key files, as kubelet mounts a Secret volume' -r -F
 complete -c regmirror -n "__fish_regmirror_using_subcommand check" -l secret-name -d 'The Secret\'s name (picks the document in a multi-document manifest)' -r
@@ -162,7 +213,7 @@ complete -c regmirror -n "__fish_regmirror_using_subcommand help; and not __fish
 complete -c regmirror -n "__fish_regmirror_using_subcommand help; and not __fish_seen_subcommand_from diff apply revert show run resolve check completions man help" -f -a "revert" -d 'Remove everything regmirror wrote and restore what it replaced'
 complete -c regmirror -n "__fish_regmirror_using_subcommand help; and not __fish_seen_subcommand_from diff apply revert show run resolve check completions man help" -f -a "show" -d 'Print the validated spec (PASSWORD as ***) and the containerd it would be rendered for'
 complete -c regmirror -n "__fish_regmirror_using_subcommand help; and not __fish_seen_subcommand_from diff apply revert show run resolve check completions man help" -f -a "run" -d 'The agent: watch the Secret and the files, reconcile, reload containerd'
-complete -c regmirror -n "__fish_regmirror_using_subcommand help; and not __fish_seen_subcommand_from diff apply revert show run resolve check completions man help" -f -a "resolve" -d 'Print the URLs containerd will try for IMAGE, in order, from the files on disk now'
+complete -c regmirror -n "__fish_regmirror_using_subcommand help; and not __fish_seen_subcommand_from diff apply revert show run resolve check completions man help" -f -a "resolve" -d 'Print the URLs containerd (or, with --runtime podman|crio, containers/image) will try for IMAGE, in order, from the files on disk now'
 complete -c regmirror -n "__fish_regmirror_using_subcommand help; and not __fish_seen_subcommand_from diff apply revert show run resolve check completions man help" -f -a "check" -d 'Probe every mirror endpoint (GET /v2/ with the CA and credentials containerd would use) and, with --image, which host would serve each image (exit 0: all fine, 1: something failed, 2: bad input)'
 complete -c regmirror -n "__fish_regmirror_using_subcommand help; and not __fish_seen_subcommand_from diff apply revert show run resolve check completions man help" -f -a "completions" -d 'Print shell completions (bash, zsh, fish, elvish, powershell) generated from these flags'
 complete -c regmirror -n "__fish_regmirror_using_subcommand help; and not __fish_seen_subcommand_from diff apply revert show run resolve check completions man help" -f -a "man" -d 'Print the man page (roff) generated from these flags'

@@ -42,6 +42,8 @@ pub struct AgentConfig {
     pub mode: Mode,
     /// Strict air-gap and dial timeout for hosts.toml.
     pub hosts: crate::render::HostsOptions,
+    /// `--runtime podman`: write containers-registries.conf files there instead of containerd's.
+    pub podman: Option<crate::podman::PodmanPaths>,
     pub reloader: Reloader,
     /// How to learn the containerd version (asked at every reconcile).
     pub probe: Probe,

@@ -79,8 +79,49 @@ async fn decide_for(ctx: &mut Ctx, trigger: Trigger) -> Choice {
     }
 }
 
+/// `--runtime podman`: bring the containers-registries.conf files to `spec` (None: revert).
+/// Podman reads them at every pull: nothing to reload, nothing to roll back.
+async fn converge_podman(paths: crate::podman::PodmanPaths, spec: Option<RegistrySpec>) -> Outcome {
+    let label = spec
+        .as_ref()
+        .map(RegistrySpec::hash)
+        .unwrap_or_else(|| "revert".into());
+    let hash = spec.as_ref().map(|_| label.clone());
+    let reverted = spec.is_none();
+    let spec = Arc::new(spec);
+    let (p, s) = (paths.clone(), spec.clone());
+    match blocking(move || crate::podman::plan(&p, s.as_ref().as_ref())).await {
+        Err(e) => return Outcome::Rejected { why: e.to_string() },
+        Ok(plan) if plan.is_noop() => return Outcome::UpToDate { label, hash },
+        Ok(_) => {}
+    }
+    match blocking(move || crate::podman::apply(&paths, spec.as_ref().as_ref())).await {
+        Err(e) => Outcome::WriteFailed {
+            error: e.to_string(),
+        },
+        Ok(plan) => Outcome::Applied(Applied {
+            files: plan
+                .changes
+                .iter()
+                .map(|c| c.path.display().to_string())
+                .collect(),
+            reverted,
+            label,
+            hash,
+            drift: false,
+            restarted: false,
+            done: Some("containers-registries.conf written; Podman reads it at every pull".into()),
+            restart_pending: false,
+            containerd: None,
+        }),
+    }
+}
+
 /// Bring the files to `spec` (None: revert), reload, health-check, roll back on failure.
 async fn converge(ctx: &mut Ctx, spec: Option<RegistrySpec>, trigger: Trigger) -> Outcome {
+    if let Some(paths) = ctx.podman.clone() {
+        return converge_podman(paths, spec).await;
+    }
     let label = spec
         .as_ref()
         .map(RegistrySpec::hash)
@@ -241,7 +282,11 @@ fn probe_mirrors(ctx: &mut Ctx, spec: &Arc<Option<RegistrySpec>>, label: &str) {
 /// events it causes are recognised as the agent's own.
 fn remember_own_writes(ctx: &mut Ctx, changed: &[std::path::PathBuf]) {
     let mut paths: Vec<std::path::PathBuf> = changed.to_vec();
-    paths.extend(changed.iter().filter_map(|p| p.parent().map(|d| d.to_path_buf())));
+    paths.extend(
+        changed
+            .iter()
+            .filter_map(|p| p.parent().map(|d| d.to_path_buf())),
+    );
     paths.sort();
     paths.dedup();
     ctx.own_writes = paths

@@ -91,6 +91,7 @@ fn node(version: &str) -> Node {
         },
         mode: Mode::Auto,
         hosts: Default::default(),
+        podman: None,
         probe: Probe {
             explicit: Some(version.parse::<VersionArg>().unwrap()),
             socket: dir.path().join("none.sock"),

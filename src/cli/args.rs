@@ -55,6 +55,8 @@ pub enum Command {
         paths: PathArgs,
         #[command(flatten)]
         reload: ReloadArgs,
+        #[command(flatten)]
+        podman: PodmanArgs,
     },
     /// Print the validated spec (PASSWORD as ***) and the containerd it would be rendered for.
     Show {
@@ -67,14 +69,26 @@ pub enum Command {
     },
     /// The agent: watch the Secret and the files, reconcile, reload containerd.
     Run(Box<RunArgs>),
-    /// Print the URLs containerd will try for IMAGE, in order, from the files on disk now.
+    /// Print the URLs containerd (or, with --runtime podman|crio, containers/image) will try
+    /// for IMAGE, in order, from the files on disk now.
     Resolve {
         image: String,
         #[command(flatten)]
         files: ConfigFiles,
         #[command(flatten)]
         runtime: RuntimeArgs,
-        /// text, or json (schema regmirror.resolve/v1, documented in the README).
+        #[command(flatten)]
+        podman: PodmanArgs,
+        /// --runtime podman|crio: the main registries.conf (read first; missing: skipped).
+        #[arg(
+            long,
+            env = "REGMIRROR_REGISTRIES_CONF",
+            value_name = "FILE",
+            default_value = "/etc/containers/registries.conf"
+        )]
+        registries_conf: PathBuf,
+        /// text, or json (schema regmirror.resolve/v1, or regmirror.resolve-podman/v1 with
+        /// --runtime podman|crio; documented in the README).
         #[arg(short = 'o', long = "output", value_enum, default_value_t = Output::Text)]
         output: Output,
     },
@@ -103,6 +117,120 @@ pub struct ApplyArgs {
     pub mode: ModeArg,
     #[command(flatten)]
     pub hosts: HostsArgs,
+    #[command(flatten)]
+    pub podman: PodmanArgs,
+}
+
+/// Which runtime's files `diff`, `apply`, `revert` and `resolve` use.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuntimeKind {
+    /// containerd's config.toml / certs.d hosts.toml.
+    Containerd,
+    /// CRI-O: containers-registries.conf (as podman), then CRI-O's reload (SIGHUP).
+    Crio,
+    /// containers-registries.conf (Podman, CRI-O): a registries.conf.d drop-in, certs.d, auth file.
+    Podman,
+    /// containerd if its socket exists, else crio if its socket exists, else podman if on PATH.
+    Auto,
+}
+
+/// `--runtime` and the containers-registries.conf paths (`--runtime podman`).
+#[derive(Args, Debug, Clone)]
+pub struct PodmanArgs {
+    /// Which runtime's configuration to use (auto: detected, and said why on stderr).
+    #[arg(long, env = "REGMIRROR_RUNTIME", value_enum, default_value_t = RuntimeKind::Containerd)]
+    pub runtime: RuntimeKind,
+    /// CRI-O's socket (--runtime auto picks crio when it exists and containerd's does not).
+    #[arg(
+        long,
+        env = "REGMIRROR_CRIO_SOCKET",
+        value_name = "PATH",
+        default_value = "/var/run/crio/crio.sock"
+    )]
+    pub crio_socket: PathBuf,
+    /// --runtime crio with --reload auto|systemd: send SIGHUP to the PID in this file instead
+    /// of `systemctl reload <--crio-unit>`.
+    #[arg(long, env = "REGMIRROR_CRIO_PID_FILE", value_name = "PATH")]
+    pub crio_pid_file: Option<PathBuf>,
+    /// --runtime crio: the systemd unit `systemctl reload` reloads.
+    #[arg(long, env = "REGMIRROR_CRIO_UNIT", default_value = "crio.service")]
+    pub crio_unit: String,
+    /// --runtime podman: the drop-in directory (regmirror writes 50-regmirror.conf there).
+    #[arg(
+        long,
+        env = "REGMIRROR_REGISTRIES_CONF_D",
+        value_name = "DIR",
+        default_value = "/etc/containers/registries.conf.d"
+    )]
+    pub registries_conf_d: PathBuf,
+    /// --runtime podman: where CA_CERT goes (`<DIR>/<DOMAIN>/ca.crt`).
+    #[arg(
+        long,
+        env = "REGMIRROR_CONTAINERS_CERTS_DIR",
+        value_name = "DIR",
+        default_value = "/etc/containers/certs.d"
+    )]
+    pub containers_certs_dir: PathBuf,
+    /// --runtime podman: the containers-auth.json file regmirror merges its credentials into.
+    #[arg(
+        long,
+        env = "REGMIRROR_AUTH_FILE",
+        value_name = "FILE",
+        default_value = "/etc/containers/auth.json"
+    )]
+    pub auth_file: PathBuf,
+}
+
+impl PodmanArgs {
+    /// The runtime, `auto` decided from what exists (`containerd_socket`: --containerd-socket),
+    /// and why when it was decided.
+    pub fn decide(
+        &self,
+        containerd_socket: &std::path::Path,
+    ) -> (crate::podman::auto::Runtime, Option<&'static str>) {
+        use crate::podman::auto::{self, Runtime};
+        match self.runtime {
+            RuntimeKind::Containerd => (Runtime::Containerd, None),
+            RuntimeKind::Crio => (Runtime::Crio, None),
+            RuntimeKind::Podman => (Runtime::Podman, None),
+            RuntimeKind::Auto => {
+                let (r, why) = auto::decide(auto::probe(containerd_socket, &self.crio_socket));
+                (r, Some(why))
+            }
+        }
+    }
+    /// How `apply|revert --runtime crio` reloads CRI-O for `--reload` (unset: none).
+    pub fn crio_reload(
+        &self,
+        reload: Option<&ReloadStrategy>,
+        host_pid: i32,
+    ) -> crate::podman::crio::CrioReload {
+        use crate::podman::crio::CrioReload;
+        match reload {
+            None | Some(ReloadStrategy::None) => CrioReload::None,
+            Some(ReloadStrategy::Auto | ReloadStrategy::Systemd) => match &self.crio_pid_file {
+                Some(p) => CrioReload::Signal {
+                    pid_file: p.clone(),
+                },
+                None => CrioReload::Systemd {
+                    unit: self.crio_unit.clone(),
+                    host_pid,
+                },
+            },
+            Some(ReloadStrategy::Command(c)) => CrioReload::Command {
+                command: c.clone(),
+                host_pid,
+            },
+        }
+    }
+    pub fn paths(&self, state_dir: &std::path::Path) -> crate::podman::PodmanPaths {
+        crate::podman::PodmanPaths {
+            conf_d: self.registries_conf_d.clone(),
+            certs_dir: self.containers_certs_dir.clone(),
+            auth_file: self.auth_file.clone(),
+            state_dir: state_dir.to_path_buf(),
+        }
+    }
 }
 
 /// hosts.toml choices of the node, not of the Secret (its format stays as it is).
@@ -310,6 +438,8 @@ pub struct RunArgs {
     #[command(flatten)]
     pub hosts: HostsArgs,
     #[command(flatten)]
+    pub podman: PodmanArgs,
+    #[command(flatten)]
     pub reload: ReloadArgs,
     /// Random wait before a containerd restart, 0 to this (spreads restarts over a fleet).
     #[arg(long, env = "REGMIRROR_RESTART_JITTER", default_value = "30s", value_parser = parse_duration)]
@@ -343,6 +473,15 @@ pub struct RunArgs {
 impl RunArgs {
     /// The agent's configuration; an unparsable `--listen` is an error naming it.
     pub fn config(&self) -> Result<AgentConfig, String> {
+        let (runtime, why) = self.podman.decide(&self.reload.runtime.containerd_socket);
+        if let Some(why) = why {
+            eprintln!("runtime auto: {runtime} ({why})");
+        }
+        if runtime == crate::podman::auto::Runtime::Crio {
+            return Err(
+                "run --runtime crio is not implemented (the agent does not reload CRI-O): use --runtime podman for the files and reload crio yourself, or apply --runtime crio --reload auto".into(),
+            );
+        }
         let listen = match self.listen.as_str() {
             "off" => None,
             l => Some(
@@ -369,6 +508,9 @@ impl RunArgs {
             paths: self.paths.paths(),
             mode: self.mode.into(),
             hosts: self.hosts.options(),
+            podman: runtime
+                .is_containers()
+                .then(|| self.podman.paths(&self.paths.state_dir)),
             reloader: self.reload.reloader(ReloadStrategy::Auto),
             probe: self.reload.runtime.probe(),
             restart_jitter: self.restart_jitter,

@@ -13,6 +13,7 @@ use super::args::{
 use super::diff_view::DiffSource;
 use crate::apply::{self, Paths};
 use crate::cri;
+use crate::podman::auto::Runtime as Rt;
 use crate::reload::ReloadStrategy;
 use crate::render::{Choice, Mode, WriteMode};
 use crate::runtime::Runtime;
@@ -51,6 +52,15 @@ fn mode_name(m: Option<WriteMode>) -> &'static str {
 
 fn yes_no(b: bool) -> &'static str {
     if b { "yes" } else { "no" }
+}
+
+/// The runtime `--runtime` names; `auto` decided (and why, on stderr).
+fn pick(podman: &super::args::PodmanArgs, containerd_socket: &Path) -> Rt {
+    let (rt, why) = podman.decide(containerd_socket);
+    if let Some(why) = why {
+        eprintln!("runtime auto: {rt} ({why})");
+    }
+    rt
 }
 
 /// The Secret for `diff`: from the flags' file or directory, or (`--from-cluster`) one GET.
@@ -114,7 +124,18 @@ pub fn diff(
     runtime: &RuntimeArgs,
     output: Output,
 ) -> Result<ExitCode, Failure> {
+    let rt = pick(&what.podman, &runtime.containerd_socket);
     let (spec, source) = diff_spec(what, cluster)?;
+    if rt.is_containers() {
+        if output == Output::Json {
+            return Err(Failure(format!(
+                "diff -o json is not available with --runtime {rt} (use the text diff)"
+            )));
+        }
+        let changed =
+            crate::podman::cli_diff_for(&what.podman.paths(&what.paths.state_dir), &spec, rt)?;
+        return Ok(ExitCode::from(u8::from(changed)));
+    }
     let node = detect_blocking(&runtime.probe());
     let plan = apply::plan(&what.paths.paths(), Some(&spec), choice(what, &node))?;
     print_warnings(&plan.warnings);
@@ -164,7 +185,20 @@ fn report(outcome: &apply::Outcome, verb: &str) {
 }
 
 pub fn apply(what: &ApplyArgs, reload: &ReloadArgs) -> Result<ExitCode, Failure> {
+    let rt = pick(&what.podman, &reload.runtime.containerd_socket);
     let spec = load_spec(&what.secret, &what.name)?;
+    if rt.is_containers() {
+        let how = what
+            .podman
+            .crio_reload(reload.reload.as_ref(), reload.runtime.host_pid);
+        crate::podman::cli_apply_for(
+            &what.podman.paths(&what.paths.state_dir),
+            Some(&spec),
+            rt,
+            &how,
+        )?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let node = detect_blocking(&reload.runtime.probe());
     let paths = what.paths.paths();
     let choice = choice(what, &node);
@@ -175,7 +209,17 @@ pub fn apply(what: &ApplyArgs, reload: &ReloadArgs) -> Result<ExitCode, Failure>
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn revert(paths: &PathArgs, reload: &ReloadArgs) -> Result<ExitCode, Failure> {
+pub fn revert(
+    paths: &PathArgs,
+    reload: &ReloadArgs,
+    podman: &super::args::PodmanArgs,
+) -> Result<ExitCode, Failure> {
+    let rt = pick(podman, &reload.runtime.containerd_socket);
+    if rt.is_containers() {
+        let how = podman.crio_reload(reload.reload.as_ref(), reload.runtime.host_pid);
+        crate::podman::cli_apply_for(&podman.paths(&paths.state_dir), None, rt, &how)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let paths = paths.paths();
     let (plan, outcome) = apply::apply_planned(&paths, None, Mode::Auto)?;
     report(&outcome, "reverted");
@@ -242,8 +286,24 @@ pub fn resolve(
     image: &str,
     files: &ConfigFiles,
     runtime: &RuntimeArgs,
+    podman: &super::args::PodmanArgs,
+    registries_conf: &Path,
     output: Output,
 ) -> Result<ExitCode, Failure> {
+    let rt = pick(podman, &runtime.containerd_socket);
+    if rt.is_containers() {
+        use crate::podman::resolve as pr;
+        let confs = pr::read_files(registries_conf, &podman.registries_conf_d).map_err(Failure)?;
+        let r = pr::resolve(image, &confs).map_err(Failure)?;
+        match output {
+            Output::Text => {
+                eprintln!("for {rt} (containers-registries.conf)");
+                print!("{}", pr::render_text(&r));
+            }
+            Output::Json => println!("{}", serde_json::to_string_pretty(&r).expect("json")),
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let config: &Path = &files.config;
     let read = crate::apply::write::read_optional(config, crate::apply::MAX_CONFIG_BYTES)
         .map_err(|e| Failure(format!("read {}: {e}", config.display())))?

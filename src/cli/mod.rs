@@ -33,7 +33,11 @@ fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
             output,
         } => commands::diff(&what, &cluster, &runtime, output),
         Command::Apply { what, reload } => commands::apply(&what, &reload),
-        Command::Revert { paths, reload } => commands::revert(&paths, &reload),
+        Command::Revert {
+            paths,
+            reload,
+            podman,
+        } => commands::revert(&paths, &reload, &podman),
         Command::Show {
             secret,
             name,
@@ -43,8 +47,10 @@ fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
             image,
             files,
             runtime,
+            podman,
+            registries_conf,
             output,
-        } => commands::resolve(&image, &files, &runtime, output),
+        } => commands::resolve(&image, &files, &runtime, &podman, &registries_conf, output),
         Command::Check(args) => commands::check(&args),
         Command::Completions { shell } => {
             generate::print(&generate::completions(shell))?;

@@ -13,6 +13,7 @@ pub mod legacy;
 pub mod meaning;
 pub mod owned;
 pub mod preserve;
+pub mod registries;
 pub mod version;
 
 use std::path::{Path, PathBuf};
@@ -352,24 +353,28 @@ fn expectation(mode: WriteMode, spec: &RegistrySpec, certs_dir: PathBuf) -> Expe
 }
 
 /// The edited document printed onto the admin's lines (and line endings), with the snapshot
-/// that makes a later revert exact. `pristine` is the unedited document's print: when it is the
-/// base itself (the usual case), toml_edit's print of the edited document is the result, with no
-/// parse; otherwise the edit is carried onto the admin's lines, and that path checks its result
-/// by parsing it (see [`preserve::carry_onto`]).
+/// that makes a later revert exact. `pristine` is the unedited document's print when it is not
+/// the base itself: then the edit is carried onto the admin's lines, and that path checks its
+/// result by parsing it (see [`preserve::carry_onto`]). Otherwise (the usual case) toml_edit's
+/// print of the edited document is the result, with no parse: it is valid TOML by construction.
 fn print_config(
     doc: &DocumentMut,
     base: String,
-    pristine: &str,
+    pristine: Option<String>,
     own: &mut ConfigOwnership,
 ) -> Result<String, RenderError> {
     let edited = doc.to_string();
-    let printed = if pristine == base {
-        edited
-    } else {
-        preserve::carry_onto(&base, pristine, &edited)
+    let printed = match pristine {
+        None => edited,
+        Some(p) => preserve::carry_onto(&base, &p, &edited),
     };
-    let config = eol::match_line_endings(&base, &printed);
-    if config != printed {
+    let crlf = eol::is_crlf(&base);
+    let config = if crlf {
+        eol::match_line_endings(&base, &printed)
+    } else {
+        printed
+    };
+    if crlf {
         // Line endings rewritten after printing: never hand containerd a file that does not
         // parse (a CRLF inside a multi-line string would be the case this catches).
         parse(&config).map_err(|e| RenderError::Internal {
@@ -418,7 +423,9 @@ pub fn render(input: &RenderInput<'_>) -> Result<Rendered, RenderError> {
     } else {
         parse(&base.text)?
     };
-    let pristine = doc.to_string();
+    // The unedited print, kept only when it is not the base itself (then the edit is carried
+    // onto the admin's lines); the usual case frees it at once.
+    let pristine = Some(doc.to_string()).filter(|p| *p != base.text);
     let mode = match (input.hosts.strict, input.mode) {
         (true, Mode::Legacy) => return Err(RenderError::StrictNeedsHosts),
         (true, _) => Mode::Hosts,
@@ -454,7 +461,7 @@ pub fn render(input: &RenderInput<'_>) -> Result<Rendered, RenderError> {
         }
     }
     owned::mark_created(&mut doc, &own);
-    let config = print_config(&doc, base.text, &pristine, &mut own)?;
+    let config = print_config(&doc, base.text, pristine, &mut own)?;
     let meaning_changed = base.meaning_now.as_deref()
         != own
             .snapshot
