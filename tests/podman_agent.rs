@@ -144,3 +144,91 @@ fn run_runtime_podman_follows_the_secret_and_reverts() {
     assert!(!log.contains("containerd restart"), "{log}");
     agent.stop();
 }
+
+/// `run --runtime crio`: the same files, and CRI-O's documented reload after each change.
+/// CRI-O is not packaged here: a stand-in process with a SIGHUP trap (its PID in
+/// `--crio-pid-file`) records every reload. One SIGHUP per change, none for a resync or an
+/// unchanged Secret.
+#[test]
+fn run_runtime_crio_sends_one_sighup_per_change() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path();
+    let (pid_file, hups) = (dir.join("crio.pid"), dir.join("hups"));
+    let script = format!(
+        "trap 'echo hup >> {}' HUP; echo $$ > {}; while :; do sleep 0.05; done",
+        hups.display(),
+        pid_file.display()
+    );
+    let mut standin = std::process::Command::new("sh")
+        .args(["-c", &script])
+        .spawn()
+        .unwrap();
+    until("the stand-in's pid file", || {
+        std::fs::read_to_string(&pid_file).is_ok_and(|p| p.ends_with('\n'))
+    });
+    let hup_count = || {
+        std::fs::read_to_string(&hups)
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    let secret = dir.join("secret.yaml");
+    std::fs::write(
+        &secret,
+        common::manifest(&secret_pairs("harbor.example.org")),
+    )
+    .unwrap();
+    let make = || {
+        let mut cmd = std::process::Command::new(common::BIN);
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("REGMIRROR_") {
+                cmd.env_remove(k);
+            }
+        }
+        let mut args = podman_args(dir);
+        args[1] = "crio".into();
+        cmd.arg("run")
+            .args(["--secret-file", secret.to_str().unwrap()])
+            .args(args)
+            .args(["--crio-pid-file", pid_file.to_str().unwrap()])
+            .args([
+                "--reload",
+                "auto",
+                "--debounce",
+                "100ms",
+                "--restart-jitter",
+                "0",
+            ])
+            .args(["--restart-budget", "0"]);
+        cmd
+    };
+    let mut agent = AgentProcess::spawn(make, &dir.join("agent.log"), true);
+    until("the first reload", || hup_count() == 1);
+    std::fs::write(
+        &secret,
+        common::manifest(&secret_pairs("mirror.example.net")),
+    )
+    .unwrap();
+    until("the reload for the edit", || hup_count() == 2);
+    // The same Secret written again: no change, no reload.
+    std::fs::write(
+        &secret,
+        common::manifest(&secret_pairs("mirror.example.net")),
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(
+        hup_count(),
+        2,
+        "a reload without a change:\n{}",
+        agent.log()
+    );
+    assert!(
+        agent.log().contains("SIGHUP") || agent.log().contains("reloaded CRI-O"),
+        "{}",
+        agent.log()
+    );
+    agent.stop();
+    let _ = standin.kill();
+    let _ = standin.wait();
+}

@@ -44,6 +44,8 @@ pub struct AgentConfig {
     pub hosts: crate::render::HostsOptions,
     /// `--runtime podman`: write containers-registries.conf files there instead of containerd's.
     pub podman: Option<crate::podman::PodmanPaths>,
+    /// `--runtime crio`: how CRI-O is reloaded after a change of those files.
+    pub crio: Option<crate::podman::crio::CrioReload>,
     pub reloader: Reloader,
     /// How to learn the containerd version (asked at every reconcile).
     pub probe: Probe,

@@ -40,6 +40,8 @@ pub struct Ctx {
     pub hosts: crate::render::HostsOptions,
     /// `--runtime podman`: the containers-registries.conf files to keep (no containerd at all).
     pub podman: Option<crate::podman::PodmanPaths>,
+    /// `--runtime crio`: CRI-O's reload after those files changed.
+    pub crio: Option<crate::podman::crio::CrioReload>,
     /// How to learn the node's containerd version (asked again at every reconcile: an upgrade
     /// from 1.x to 2.x under the agent changes what must be written).
     pub probe: Probe,
@@ -209,6 +211,7 @@ async fn run_async(config: AgentConfig) -> anyhow::Result<()> {
         mode: config.mode,
         hosts: config.hosts,
         podman: config.podman.clone(),
+        crio: config.crio.clone(),
         probe: config.probe.clone(),
         containerd: None,
         decided: false,

@@ -81,7 +81,11 @@ async fn decide_for(ctx: &mut Ctx, trigger: Trigger) -> Choice {
 
 /// `--runtime podman`: bring the containers-registries.conf files to `spec` (None: revert).
 /// Podman reads them at every pull: nothing to reload, nothing to roll back.
-async fn converge_podman(paths: crate::podman::PodmanPaths, spec: Option<RegistrySpec>) -> Outcome {
+async fn converge_podman(
+    paths: crate::podman::PodmanPaths,
+    crio: Option<crate::podman::crio::CrioReload>,
+    spec: Option<RegistrySpec>,
+) -> Outcome {
     let label = spec
         .as_ref()
         .map(RegistrySpec::hash)
@@ -95,11 +99,21 @@ async fn converge_podman(paths: crate::podman::PodmanPaths, spec: Option<Registr
         Ok(plan) if plan.is_noop() => return Outcome::UpToDate { label, hash },
         Ok(_) => {}
     }
-    match blocking(move || crate::podman::apply(&paths, spec.as_ref().as_ref())).await {
-        Err(e) => Outcome::WriteFailed {
-            error: e.to_string(),
-        },
-        Ok(plan) => Outcome::Applied(Applied {
+    let written = blocking(move || {
+        let plan =
+            crate::podman::apply(&paths, spec.as_ref().as_ref()).map_err(|e| e.to_string())?;
+        // CRI-O caches the files: its documented reload (SIGHUP) after a change.
+        let reloaded = match &crio {
+            Some(how) => crate::podman::crio::reload(how, !plan.changes.is_empty())
+                .map_err(|e| format!("files written, but {e}"))?,
+            None => None,
+        };
+        Ok::<_, String>((plan, reloaded))
+    })
+    .await;
+    match written {
+        Err(error) => Outcome::WriteFailed { error },
+        Ok((plan, reloaded)) => Outcome::Applied(Applied {
             files: plan
                 .changes
                 .iter()
@@ -110,7 +124,9 @@ async fn converge_podman(paths: crate::podman::PodmanPaths, spec: Option<Registr
             hash,
             drift: false,
             restarted: false,
-            done: Some("containers-registries.conf written; Podman reads it at every pull".into()),
+            done: Some(reloaded.unwrap_or_else(|| {
+                "containers-registries.conf written; Podman reads it at every pull".into()
+            })),
             restart_pending: false,
             containerd: None,
         }),
@@ -120,7 +136,7 @@ async fn converge_podman(paths: crate::podman::PodmanPaths, spec: Option<Registr
 /// Bring the files to `spec` (None: revert), reload, health-check, roll back on failure.
 async fn converge(ctx: &mut Ctx, spec: Option<RegistrySpec>, trigger: Trigger) -> Outcome {
     if let Some(paths) = ctx.podman.clone() {
-        return converge_podman(paths, spec).await;
+        return converge_podman(paths, ctx.crio.clone(), spec).await;
     }
     let label = spec
         .as_ref()

@@ -92,6 +92,7 @@ fn node(version: &str) -> Node {
         mode: Mode::Auto,
         hosts: Default::default(),
         podman: None,
+        crio: None,
         probe: Probe {
             explicit: Some(version.parse::<VersionArg>().unwrap()),
             socket: dir.path().join("none.sock"),

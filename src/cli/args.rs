@@ -477,11 +477,6 @@ impl RunArgs {
         if let Some(why) = why {
             eprintln!("runtime auto: {runtime} ({why})");
         }
-        if runtime == crate::podman::auto::Runtime::Crio {
-            return Err(
-                "run --runtime crio is not implemented (the agent does not reload CRI-O): use --runtime podman for the files and reload crio yourself, or apply --runtime crio --reload auto".into(),
-            );
-        }
         let listen = match self.listen.as_str() {
             "off" => None,
             l => Some(
@@ -511,6 +506,13 @@ impl RunArgs {
             podman: runtime
                 .is_containers()
                 .then(|| self.podman.paths(&self.paths.state_dir)),
+            // CRI-O caches registries.conf: reloaded (as --reload says, default auto) after a
+            // change; Podman needs none.
+            crio: (runtime == crate::podman::auto::Runtime::Crio).then(|| {
+                let strategy = self.reload.reload.clone().unwrap_or(ReloadStrategy::Auto);
+                self.podman
+                    .crio_reload(Some(&strategy), self.reload.runtime.host_pid)
+            }),
             reloader: self.reload.reloader(ReloadStrategy::Auto),
             probe: self.reload.runtime.probe(),
             restart_jitter: self.restart_jitter,
