@@ -937,10 +937,20 @@ fn secret_update_restarts_and_pulls_through_new_mirror(release: Release) {
     assert_loaded_for(&node, &b);
     let hash_b = node.state()["spec_hash"].as_str().unwrap().to_string();
     assert_ne!(hash_a, hash_b);
+    // state.json keeps the keyed fingerprint; the metric shows the public spec hash, the one
+    // `regmirror show` prints for the Secret.
+    let shown = std::process::Command::new(support::cli::BIN)
+        .args(["show", "--secret-file"])
+        .arg(&node.secret)
+        .env("REGMIRROR_CONTAINERD_VERSION", "unknown")
+        .output()
+        .unwrap();
+    let shown: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
+    let public_b = shown["spec_hash"].as_str().unwrap().to_string();
     assert!(
         agent
             .metrics()
-            .contains(&format!("regmirror_spec_info{{hash=\"{hash_b}\"}} 1")),
+            .contains(&format!("regmirror_spec_info{{hash=\"{public_b}\"}} 1")),
         "{}",
         agent.metrics()
     );

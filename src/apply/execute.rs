@@ -43,7 +43,7 @@ fn write_changes(paths: &Paths, plan: &Plan, replaced: &mut usize) -> Result<(),
         let is_config = c.path == paths.config;
         if is_config && let Some(old) = &c.old {
             let bak = paths.backup();
-            write::write_atomic(
+            write::write_atomic_lazy(
                 &bak,
                 old,
                 c.old_mode.unwrap_or(0o600) & 0o600,

@@ -23,5 +23,5 @@ pub fn load(state_dir: &Path) -> Result<(Vec<u8>, bool), ApplyError> {
 /// Write a new key (before the state that uses it).
 pub fn save(state_dir: &Path, key: &[u8]) -> Result<(), ApplyError> {
     let p = path(state_dir);
-    write::write_atomic(&p, key, 0o600, Owner::Caller).map_err(super::io_err("write", &p))
+    write::write_atomic_lazy(&p, key, 0o600, Owner::Caller).map_err(super::io_err("write", &p))
 }

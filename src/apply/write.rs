@@ -258,6 +258,24 @@ pub fn write_atomic_checked(
     owner: Owner,
     expect: Option<Option<Identity>>,
 ) -> io::Result<()> {
+    replace(path, contents, mode, owner, expect, true)
+}
+
+/// [`write_atomic`] without the two fsyncs, for files whose loss in a power cut costs nothing:
+/// the backup of config.toml (a convenience) and the fingerprint key (a lost key makes the
+/// next apply write the same files again). Readers still see the old or the new file, whole.
+pub fn write_atomic_lazy(path: &Path, contents: &[u8], mode: u32, owner: Owner) -> io::Result<()> {
+    replace(path, contents, mode, owner, None, false)
+}
+
+fn replace(
+    path: &Path,
+    contents: &[u8],
+    mode: u32,
+    owner: Owner,
+    expect: Option<Option<Identity>>,
+    durable: bool,
+) -> io::Result<()> {
     let real = target(path)?;
     let dir = parent(&real);
     let name = real
@@ -283,7 +301,9 @@ pub fn write_atomic_checked(
         }
         f.set_permissions(fs::Permissions::from_mode(mode))?;
         f.write_all(contents)?;
-        f.sync_all()?;
+        if durable {
+            f.sync_all()?;
+        }
         drop(f);
         if let Some(want) = expect {
             let now = match fs::metadata(&real) {
@@ -296,7 +316,7 @@ pub fn write_atomic_checked(
             }
         }
         fs::rename(&tmp, &real)?;
-        fsync_dir(dir)
+        if durable { fsync_dir(dir) } else { Ok(()) }
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
