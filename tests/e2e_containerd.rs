@@ -159,9 +159,17 @@ fn cri_client_status_and_unimplemented(release: Release) {
     node.start();
     let st = node.status();
     assert!(st.runtime_ready, "{st:?}");
-    assert!(
-        !st.network_ready,
-        "no CNI here, NetworkReady must be false: {st:?}"
+    // NetworkReady follows whether a CNI network config exists on this machine (Debian's podman
+    // package ships /etc/cni/net.d/87-podman-bridge.conflist; a bare machine has none).
+    let cni_configured = std::fs::read_dir("/etc/cni/net.d").is_ok_and(|d| {
+        d.flatten().any(|e| {
+            let n = e.file_name().to_string_lossy().into_owned();
+            n.ends_with(".conf") || n.ends_with(".conflist") || n.ends_with(".json")
+        })
+    });
+    assert_eq!(
+        st.network_ready, cni_configured,
+        "NetworkReady must follow the CNI config in /etc/cni/net.d: {st:?}"
     );
     assert_eq!(
         st.config.as_ref().and_then(|c| c.get("registry")).is_some(),
