@@ -284,6 +284,26 @@ echo "who=$WHO old=${{old:-none}} new=$new injected=$injected other=$other start
     }
 
     /// Writes the Secret manifest atomically (temp file + rename, like an editor or kubectl).
+    /// `regmirror SUBCOMMAND` on this node's files, its containerd socket and its reload script
+    /// (`--mode mode`), with the node's containerd release first on PATH.
+    fn regmirror_args(&self, cmd: &mut Command, subcommand: &str, mode: &str) {
+        cmd.arg(subcommand)
+            .arg("--secret-file")
+            .arg(&self.secret)
+            .arg("--config")
+            .arg(&self.ctd.config)
+            .arg("--certs-dir")
+            .arg(&self.ctd.certs_dir)
+            .arg("--state-dir")
+            .arg(&self.ctd.state_dir)
+            .arg("--containerd-socket")
+            .arg(&self.ctd.socket)
+            .args(["--mode", mode, "--host-pid", "0"])
+            .env("PATH", self.ctd.release.path_env())
+            .arg("--reload")
+            .arg(format!("command:{}", self.script.display()));
+    }
+
     fn write_secret(&self, s: &Secret) {
         let tmp = self.secret.with_file_name(".registry-info.yaml.tmp");
         std::fs::write(&tmp, s.manifest()).unwrap();
@@ -426,22 +446,8 @@ impl Agent {
                     cmd.env_remove(k);
                 }
             }
-            cmd.arg("run")
-                .arg("--secret-file")
-                .arg(&node.secret)
-                .arg("--config")
-                .arg(&node.ctd.config)
-                .arg("--certs-dir")
-                .arg(&node.ctd.certs_dir)
-                .arg("--state-dir")
-                .arg(&node.ctd.state_dir)
-                .arg("--containerd-socket")
-                .arg(&node.ctd.socket)
-                .args(["--mode", mode, "--host-pid", "0"])
-                .env("PATH", node.ctd.release.path_env())
-                .arg("--reload")
-                .arg(format!("command:{}", node.script.display()))
-                .args(["--restart-jitter", "0", "--debounce", "200ms"])
+            node.regmirror_args(&mut cmd, "run", mode);
+            cmd.args(["--restart-jitter", "0", "--debounce", "200ms"])
                 .args(["--health-timeout", "10s", "--resync", "15m"])
                 .env("REGMIRROR_LOG", "info,regmirror=debug")
                 .env("RUST_BACKTRACE", "1");
@@ -628,31 +634,9 @@ fn oneshot_apply_reload_rolls_back(release: Release) {
     node.start();
     node.write_secret(&Secret::new(&a.host(), &docker_to(&a)));
     std::fs::write(&node.marker, "").unwrap();
-    let out = Command::new(support::cli::BIN)
-        .arg("apply")
-        .arg("--secret-file")
-        .arg(&node.secret)
-        .arg("--config")
-        .arg(&node.ctd.config)
-        .arg("--certs-dir")
-        .arg(&node.ctd.certs_dir)
-        .arg("--state-dir")
-        .arg(&node.ctd.state_dir)
-        .arg("--containerd-socket")
-        .arg(&node.ctd.socket)
-        .args([
-            "--mode",
-            node.mode(),
-            "--host-pid",
-            "0",
-            "--health-timeout",
-            "10s",
-        ])
-        .arg("--reload")
-        .arg(format!("command:{}", node.script.display()))
-        .env("PATH", node.ctd.release.path_env())
-        .output()
-        .unwrap();
+    let mut cmd = Command::new(support::cli::BIN);
+    node.regmirror_args(&mut cmd, "apply", node.mode());
+    let out = cmd.args(["--health-timeout", "10s"]).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("rolled back"), "{err}");

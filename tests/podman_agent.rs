@@ -43,6 +43,30 @@ fn podman_args(dir: &Path) -> Vec<String> {
     .collect()
 }
 
+/// `regmirror run` on the Secret file with these runtime arguments and `extra`, quick to react
+/// (100 ms debounce), no restart budget, nothing from the caller's REGMIRROR_* environment.
+fn agent_command(secret: &Path, runtime: Vec<String>, extra: &[&str]) -> std::process::Command {
+    let mut cmd = std::process::Command::new(common::BIN);
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("REGMIRROR_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.arg("run")
+        .args(["--secret-file", secret.to_str().unwrap()])
+        .args(runtime)
+        .args(extra)
+        .args([
+            "--debounce",
+            "100ms",
+            "--restart-jitter",
+            "0",
+            "--restart-budget",
+            "0",
+        ]);
+    cmd
+}
+
 fn drop_in(dir: &Path) -> PathBuf {
     dir.join("containers/registries.conf.d/50-regmirror.conf")
 }
@@ -85,27 +109,7 @@ fn run_runtime_podman_follows_the_secret_and_reverts() {
     let secret = dir.join("secret.yaml");
     let a = secret_pairs("harbor.example.org");
     std::fs::write(&secret, common::manifest(&a)).unwrap();
-    let make = || {
-        let mut cmd = std::process::Command::new(common::BIN);
-        for (k, _) in std::env::vars_os() {
-            if k.to_string_lossy().starts_with("REGMIRROR_") {
-                cmd.env_remove(k);
-            }
-        }
-        cmd.arg("run")
-            .args(["--secret-file", secret.to_str().unwrap()])
-            .args(podman_args(dir))
-            .args([
-                "--reload",
-                "none",
-                "--debounce",
-                "100ms",
-                "--restart-jitter",
-                "0",
-            ])
-            .args(["--restart-budget", "0"]);
-        cmd
-    };
+    let make = || agent_command(&secret, podman_args(dir), &["--reload", "none"]);
     let mut agent = AgentProcess::spawn(make, &dir.join("agent.log"), true);
 
     let took = until("the drop-in", || drop_in(dir).exists());
@@ -179,28 +183,10 @@ fn run_runtime_crio_sends_one_sighup_per_change() {
     )
     .unwrap();
     let make = || {
-        let mut cmd = std::process::Command::new(common::BIN);
-        for (k, _) in std::env::vars_os() {
-            if k.to_string_lossy().starts_with("REGMIRROR_") {
-                cmd.env_remove(k);
-            }
-        }
         let mut args = podman_args(dir);
         args[1] = "crio".into();
-        cmd.arg("run")
-            .args(["--secret-file", secret.to_str().unwrap()])
-            .args(args)
-            .args(["--crio-pid-file", pid_file.to_str().unwrap()])
-            .args([
-                "--reload",
-                "auto",
-                "--debounce",
-                "100ms",
-                "--restart-jitter",
-                "0",
-            ])
-            .args(["--restart-budget", "0"]);
-        cmd
+        let pid = pid_file.to_str().unwrap();
+        agent_command(&secret, args, &["--crio-pid-file", pid, "--reload", "auto"])
     };
     let mut agent = AgentProcess::spawn(make, &dir.join("agent.log"), true);
     until("the first reload", || hup_count() == 1);

@@ -4,7 +4,7 @@
 use crate::apply::FileChange;
 
 /// The `---`/`+++` names of a change.
-fn headers(c: &FileChange) -> (String, String) {
+pub fn headers(c: &FileChange) -> (String, String) {
     let path = c.path.display().to_string();
     let old = if c.old.is_some() {
         path.clone()

@@ -20,17 +20,7 @@ pub fn unified_diff(c: &FileChange, auth_file: &Path) -> String {
         }
     };
     let (old, new) = (text(&c.old), text(&c.new));
-    let path = c.path.display().to_string();
-    let a = if c.old.is_some() {
-        path.clone()
-    } else {
-        "/dev/null".into()
-    };
-    let b = if c.new.is_some() {
-        format!("{path} (regmirror)")
-    } else {
-        "/dev/null".into()
-    };
+    let (a, b) = crate::cli::diff::headers(c);
     let mut out = String::new();
     if old == new {
         out.push_str(&format!("--- {a}\n+++ {b}\n"));
