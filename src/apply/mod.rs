@@ -81,6 +81,24 @@ pub struct FileChange {
     pub secret: bool,
 }
 
+impl FileChange {
+    /// The `---`/`+++` names of this change in a unified diff.
+    pub fn diff_names(&self) -> (String, String) {
+        let path = self.path.display().to_string();
+        let old = if self.old.is_some() {
+            path.clone()
+        } else {
+            "/dev/null".into()
+        };
+        let new = if self.new.is_some() {
+            format!("{path} (regmirror)")
+        } else {
+            "/dev/null".into()
+        };
+        (old, new)
+    }
+}
+
 /// What an apply or revert would do.
 #[derive(Debug, Clone)]
 pub struct Plan {

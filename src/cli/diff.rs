@@ -3,22 +3,6 @@
 
 use crate::apply::FileChange;
 
-/// The `---`/`+++` names of a change.
-pub fn headers(c: &FileChange) -> (String, String) {
-    let path = c.path.display().to_string();
-    let old = if c.old.is_some() {
-        path.clone()
-    } else {
-        "/dev/null".into()
-    };
-    let new = if c.new.is_some() {
-        format!("{path} (regmirror)")
-    } else {
-        "/dev/null".into()
-    };
-    (old, new)
-}
-
 /// A unified diff of one change, credentials redacted.
 pub fn unified_diff(c: &FileChange, color: bool) -> String {
     let text = |b: &Option<Vec<u8>>| {
@@ -27,7 +11,7 @@ pub fn unified_diff(c: &FileChange, color: bool) -> String {
             .unwrap_or_default()
     };
     let (old, new) = (text(&c.old), text(&c.new));
-    let (a, b) = headers(c);
+    let (a, b) = c.diff_names();
     let mut out = String::new();
     if old == new {
         out.push_str(&format!("--- {a}\n+++ {b}\n"));

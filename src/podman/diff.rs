@@ -20,7 +20,7 @@ pub fn unified_diff(c: &FileChange, auth_file: &Path) -> String {
         }
     };
     let (old, new) = (text(&c.old), text(&c.new));
-    let (a, b) = crate::cli::diff::headers(c);
+    let (a, b) = c.diff_names();
     let mut out = String::new();
     if old == new {
         out.push_str(&format!("--- {a}\n+++ {b}\n"));
