@@ -235,6 +235,42 @@ pub fn inputs_of(paths: &Paths, files: &[PathBuf]) -> Vec<(PathBuf, Option<Ident
         .collect()
 }
 
+/// The state must belong to these paths and name only files under the certs dir or a
+/// `config_path` directory of config.toml.
+fn check_bound(
+    paths: &Paths,
+    before: &State,
+    rendered: &render::Rendered,
+) -> Result<(), ApplyError> {
+    let mut roots = vec![paths.certs_dir.clone()];
+    roots.extend(rendered.config_path_dirs.iter().cloned());
+    before
+        .check_bound(&paths.config, &paths.certs_dir, &roots)
+        .map_err(|why| ApplyError::State {
+            path: State::path(&paths.state_dir),
+            why,
+        })
+}
+
+/// The Secret's, the render's and the imported drop-ins' warnings.
+fn warnings_of(spec: Option<&RegistrySpec>, rendered: &render::Rendered) -> Vec<String> {
+    let mut warnings = spec.map(|s| s.warnings.clone()).unwrap_or_default();
+    warnings.extend(rendered.warnings.iter().cloned());
+    if spec.is_some() {
+        let imported = read_imports(&rendered.imports);
+        warnings.extend(render::import_warnings(rendered.version, &imported));
+    }
+    warnings
+}
+
+/// After a revert the state remembers nothing about config.toml or a spec.
+fn forget_spec(after: &mut State) {
+    after.config_created = false;
+    after.config_mode_before = None;
+    after.spec_hash = None;
+    after.mode = None;
+}
+
 /// Compute what applying `spec` (or reverting, with `None`) would change. Reads only.
 pub fn plan(
     paths: &Paths,
@@ -259,20 +295,8 @@ pub fn plan(
         containerd: choice.containerd,
         hosts: choice.hosts,
     })?;
-    let mut roots = vec![paths.certs_dir.clone()];
-    roots.extend(rendered.config_path_dirs.iter().cloned());
-    before
-        .check_bound(&paths.config, &paths.certs_dir, &roots)
-        .map_err(|why| ApplyError::State {
-            path: state_path.clone(),
-            why,
-        })?;
-    let mut warnings = spec.map(|s| s.warnings.clone()).unwrap_or_default();
-    warnings.extend(rendered.warnings.iter().cloned());
-    if spec.is_some() {
-        let imported = read_imports(&rendered.imports);
-        warnings.extend(render::import_warnings(rendered.version, &imported));
-    }
+    check_bound(paths, &before, &rendered)?;
+    let warnings = warnings_of(spec, &rendered);
     let mut after = next_state(paths, spec, &rendered, &current, &before, &key);
     let mut changes = wanted_files(&rendered, &before, &mut after)?;
     changes.extend(released_files(&rendered, &before, &state_path)?);
@@ -281,10 +305,7 @@ pub fn plan(
     let (config, restart_needed) = config_change(paths, spec, rendered, &current, &after, &before);
     changes.extend(config);
     if spec.is_none() {
-        after.config_created = false;
-        after.config_mode_before = None;
-        after.spec_hash = None;
-        after.mode = None;
+        forget_spec(&mut after);
     }
     let mut inputs = inputs_of(paths, &managed);
     inputs[0].1 = config_identity;

@@ -391,32 +391,101 @@ fn print_config(
     Ok(config)
 }
 
+/// What a render knows about the admin's file before any edit.
+struct Facts {
+    version: ConfigVersion,
+    config_path_dirs: Vec<PathBuf>,
+    imports: Vec<String>,
+}
+
 /// Render the new config.toml and managed files.
 pub fn render(input: &RenderInput<'_>) -> Result<Rendered, RenderError> {
     let base = admin_base(input)?;
     let version = version::detect(&base.doc)?;
-    let mut warnings = Vec::new();
-    let config_path_dirs = decide::config_path(&base.doc, input.containerd, version)
-        .unwrap_or_default()
-        .into_iter()
-        .map(PathBuf::from)
-        .collect();
-    let imports = imports_of(&base.doc);
-    let Some(spec) = input.spec else {
-        let meaning_changed = base.meaning_now.as_deref() != Some(&meaning::fingerprint(&base.doc));
-        return Ok(Rendered {
-            config: base.text,
-            ownership: ConfigOwnership::default(),
-            files: Vec::new(),
-            mode: None,
-            version,
-            warnings,
-            expect: None,
-            config_path_dirs,
-            imports,
-            meaning_changed,
-        });
+    let facts = Facts {
+        version,
+        config_path_dirs: decide::config_path(&base.doc, input.containerd, version)
+            .unwrap_or_default()
+            .into_iter()
+            .map(PathBuf::from)
+            .collect(),
+        imports: imports_of(&base.doc),
     };
+    match input.spec {
+        None => Ok(render_revert(base, facts)),
+        Some(spec) => render_spec(input, spec, base, facts),
+    }
+}
+
+/// The revert: the admin's file alone.
+fn render_revert(base: Base, facts: Facts) -> Rendered {
+    let meaning_changed = base.meaning_now.as_deref() != Some(&meaning::fingerprint(&base.doc));
+    Rendered {
+        config: base.text,
+        ownership: ConfigOwnership::default(),
+        files: Vec::new(),
+        mode: None,
+        version: facts.version,
+        warnings: Vec::new(),
+        expect: None,
+        config_path_dirs: facts.config_path_dirs,
+        imports: facts.imports,
+        meaning_changed,
+    }
+}
+
+/// The mode asked for, with strict air-gap (hosts mode only) applied.
+fn effective_mode(input: &RenderInput<'_>) -> Result<Mode, RenderError> {
+    match (input.hosts.strict, input.mode) {
+        (true, Mode::Legacy) => Err(RenderError::StrictNeedsHosts),
+        (true, _) => Ok(Mode::Hosts),
+        (false, m) => Ok(m),
+    }
+}
+
+/// Write `spec` into `doc` the way `decision` says (legacy entries, or `config_path` and one
+/// hosts.toml per source), with the CA file; what regmirror owns now, and the managed files.
+fn write_mode(
+    doc: &mut DocumentMut,
+    input: &RenderInput<'_>,
+    spec: &RegistrySpec,
+    decision: &decide::Decision,
+    existing: Option<&[String]>,
+    certs_dir: &Path,
+    warnings: &mut Vec<String>,
+) -> Result<(ConfigOwnership, Vec<ManagedFile>), RenderError> {
+    let mut own = ConfigOwnership::default();
+    let ca = ca_file(spec, certs_dir);
+    let ca_path = ca.as_ref().map(|(_, p)| p.as_str());
+    let mut files: Vec<ManagedFile> = ca.iter().map(|(f, _)| f.clone()).collect();
+    match decision.resolved {
+        WriteMode::Legacy => {
+            legacy::apply(doc, &decision.registry, spec, ca_path, &mut own, warnings)?
+        }
+        WriteMode::Hosts => {
+            let hosts = HostsMode {
+                registry: &decision.registry,
+                existing,
+                containerd: input.containerd,
+                certs_dir,
+                ca_file: ca_path,
+                options: hosts::Options::for_runtime(input.hosts, input.containerd),
+            };
+            files.extend(hosts.apply(doc, spec, &mut own, warnings)?);
+        }
+    }
+    owned::mark_created(doc, &own);
+    Ok((own, files))
+}
+
+/// The admin's file with `spec` written into it, and the managed files.
+fn render_spec(
+    input: &RenderInput<'_>,
+    spec: &RegistrySpec,
+    base: Base,
+    facts: Facts,
+) -> Result<Rendered, RenderError> {
+    let mut warnings = Vec::new();
     // Edit the admin's text itself: toml_edit spells keys the way the parsed text first did.
     let mut doc = if base.fresh {
         base.doc
@@ -426,57 +495,36 @@ pub fn render(input: &RenderInput<'_>) -> Result<Rendered, RenderError> {
     // The unedited print, kept only when it is not the base itself (then the edit is carried
     // onto the admin's lines); the usual case frees it at once.
     let pristine = Some(doc.to_string()).filter(|p| *p != base.text);
-    let mode = match (input.hosts.strict, input.mode) {
-        (true, Mode::Legacy) => return Err(RenderError::StrictNeedsHosts),
-        (true, _) => Mode::Hosts,
-        (false, m) => m,
-    };
-    let decision = decide::decide(mode, input.containerd, version, &doc, spec)?;
+    let mode = effective_mode(input)?;
+    let decision = decide::decide(mode, input.containerd, facts.version, &doc, spec)?;
     warnings.extend(decision.warnings.iter().cloned());
-    let existing = decide::config_path(&doc, input.containerd, version);
+    let existing = decide::config_path(&doc, input.containerd, facts.version);
     let certs_dir = certs_dir_for(&existing, decision.resolved, input.certs_dir, &mut warnings);
-    let mut own = ConfigOwnership::default();
-    let ca = ca_file(spec, &certs_dir);
-    let ca_path = ca.as_ref().map(|(_, p)| p.as_str());
-    let mut files: Vec<ManagedFile> = ca.iter().map(|(f, _)| f.clone()).collect();
-    match decision.resolved {
-        WriteMode::Legacy => legacy::apply(
-            &mut doc,
-            &decision.registry,
-            spec,
-            ca_path,
-            &mut own,
-            &mut warnings,
-        )?,
-        WriteMode::Hosts => {
-            let hosts = HostsMode {
-                registry: &decision.registry,
-                existing: existing.as_deref(),
-                containerd: input.containerd,
-                certs_dir: &certs_dir,
-                ca_file: ca_path,
-                options: hosts::Options::for_runtime(input.hosts, input.containerd),
-            };
-            files.extend(hosts.apply(&mut doc, spec, &mut own, &mut warnings)?);
-        }
-    }
-    owned::mark_created(&mut doc, &own);
+    let (mut own, files) = write_mode(
+        &mut doc,
+        input,
+        spec,
+        &decision,
+        existing.as_deref(),
+        &certs_dir,
+        &mut warnings,
+    )?;
     let config = print_config(&doc, base.text, pristine, &mut own)?;
-    let meaning_changed = base.meaning_now.as_deref()
-        != own
-            .snapshot
-            .as_ref()
-            .and_then(|s| s.written_meaning.as_deref());
+    let written = own
+        .snapshot
+        .as_ref()
+        .and_then(|s| s.written_meaning.as_deref());
+    let meaning_changed = base.meaning_now.as_deref() != written;
     Ok(Rendered {
         config,
         ownership: own,
         files,
         mode: Some(decision.resolved),
-        version,
+        version: facts.version,
         warnings,
         expect: Some(expectation(decision.resolved, spec, certs_dir)),
-        config_path_dirs,
-        imports,
+        config_path_dirs: facts.config_path_dirs,
+        imports: facts.imports,
         meaning_changed,
     })
 }
