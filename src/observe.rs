@@ -234,105 +234,118 @@ impl Default for Telemetry {
     }
 }
 
+/// `regmirror_build_info{version, git_sha?}`, set to 1.
+fn build_info_family() -> Family<Vec<(String, String)>, Gauge> {
+    let build_info = Family::<Vec<(String, String)>, Gauge>::default();
+    let mut labels = vec![("version".to_string(), build::VERSION.to_string())];
+    if let Some(sha) = build::git_sha() {
+        labels.push(("git_sha".to_string(), sha.to_string()));
+    }
+    build_info.get_or_create(&labels).set(1);
+    build_info
+}
+
 impl Telemetry {
+    /// Every metric, registered under the `regmirror_` prefix; not ready yet.
     pub fn new() -> Telemetry {
-        let mut registry = Registry::with_prefix("regmirror");
-        let applies = Family::<ResultLabel, Counter>::default();
-        let restarts = Counter::default();
-        let rollbacks = Counter::default();
-        let drift_repairs = Counter::default();
-        let last_success = Gauge::<f64, AtomicU64>::default();
-        let spec_info = Family::<HashLabel, Gauge>::default();
-        registry.register(
-            "applies",
-            "Reconciles by result (changed, unchanged, rejected, failed, rolled_back, reverted)",
-            applies.clone(),
-        );
-        registry.register(
-            "containerd_restarts",
-            "containerd restarts done by regmirror",
-            restarts.clone(),
-        );
-        registry.register(
-            "rollbacks",
-            "Changes rolled back after a failed containerd health check",
-            rollbacks.clone(),
-        );
-        registry.register(
-            "drift_repairs",
-            "Managed entries restored after someone else changed them",
-            drift_repairs.clone(),
-        );
-        registry.register(
-            "last_success_timestamp_seconds",
-            "Unix time of the last successful reconcile",
-            last_success.clone(),
-        );
-        registry.register(
-            "spec_info",
-            "The applied spec's hash (PASSWORD excluded), value 1",
-            spec_info.clone(),
-        );
-        let build_info = Family::<Vec<(String, String)>, Gauge>::default();
-        let mut labels = vec![("version".to_string(), build::VERSION.to_string())];
-        if let Some(sha) = build::git_sha() {
-            labels.push(("git_sha".to_string(), sha.to_string()));
-        }
-        build_info.get_or_create(&labels).set(1);
-        registry.register(
-            "build_info",
-            "The running regmirror's version (and commit, when built with one), value 1",
-            build_info.clone(),
-        );
-        let reconcile_duration = Histogram::new(RECONCILE_BUCKETS);
-        let restart_duration = Histogram::new(RESTART_BUCKETS);
-        let health_check_duration = Histogram::new(HEALTH_BUCKETS);
-        registry.register(
-            "reconcile_duration_seconds",
-            "Time of one reconcile, from its trigger (after debounce) to its outcome, restart jitter and health check included",
-            reconcile_duration.clone(),
-        );
-        registry.register(
-            "containerd_restart_duration_seconds",
-            "Time of the containerd restart command (systemctl restart or --reload command:)",
-            restart_duration.clone(),
-        );
-        registry.register(
-            "health_check_duration_seconds",
-            "Time until containerd answered CRI Version and Status ready after a restart",
-            health_check_duration.clone(),
-        );
-        let mirror_up = Family::<EndpointLabel, Gauge>::default();
-        let mirror_latency = Family::<EndpointLabel, Gauge<f64, AtomicU64>>::default();
-        registry.register(
-            "mirror_up",
-            "1 when the mirror endpoint answered GET /v2/ with the TLS settings and credentials containerd uses (probed after each apply)",
-            mirror_up.clone(),
-        );
-        registry.register(
-            "mirror_latency_seconds",
-            "Time to the mirror endpoint's first answer to GET /v2/ (probed after each apply)",
-            mirror_latency.clone(),
-        );
-        Telemetry {
-            registry,
-            mirror_up,
-            mirror_latency,
-            applies,
-            restarts,
-            rollbacks,
-            drift_repairs,
-            last_success,
-            spec_info,
-            build_info,
-            reconcile_duration,
-            restart_duration,
-            health_check_duration,
+        let mut t = Telemetry {
+            registry: Registry::with_prefix("regmirror"),
+            applies: Family::default(),
+            restarts: Counter::default(),
+            rollbacks: Counter::default(),
+            drift_repairs: Counter::default(),
+            last_success: Gauge::default(),
+            spec_info: Family::default(),
+            build_info: build_info_family(),
+            reconcile_duration: Histogram::new(RECONCILE_BUCKETS),
+            restart_duration: Histogram::new(RESTART_BUCKETS),
+            health_check_duration: Histogram::new(HEALTH_BUCKETS),
+            mirror_up: Family::default(),
+            mirror_latency: Family::default(),
             current_hash: Mutex::new(None),
             ready: AtomicBool::new(false),
             not_ready_reason: Mutex::new("no reconcile yet".into()),
             heartbeat: AtomicI64::new(now_secs()),
-        }
+        };
+        t.register_reconcile_metrics();
+        t.register_duration_metrics();
+        t.register_mirror_metrics();
+        t
+    }
+
+    /// Register the reconcile counters, the last success, the spec and the build info.
+    fn register_reconcile_metrics(&mut self) {
+        let r = &mut self.registry;
+        r.register(
+            "applies",
+            "Reconciles by result (changed, unchanged, rejected, failed, rolled_back, reverted)",
+            self.applies.clone(),
+        );
+        r.register(
+            "containerd_restarts",
+            "containerd restarts done by regmirror",
+            self.restarts.clone(),
+        );
+        r.register(
+            "rollbacks",
+            "Changes rolled back after a failed containerd health check",
+            self.rollbacks.clone(),
+        );
+        r.register(
+            "drift_repairs",
+            "Managed entries restored after someone else changed them",
+            self.drift_repairs.clone(),
+        );
+        r.register(
+            "last_success_timestamp_seconds",
+            "Unix time of the last successful reconcile",
+            self.last_success.clone(),
+        );
+        r.register(
+            "spec_info",
+            "The applied spec's hash (PASSWORD excluded), value 1",
+            self.spec_info.clone(),
+        );
+        r.register(
+            "build_info",
+            "The running regmirror's version (and commit, when built with one), value 1",
+            self.build_info.clone(),
+        );
+    }
+
+    /// Register the duration histograms: reconcile, restart command, health check.
+    fn register_duration_metrics(&mut self) {
+        let r = &mut self.registry;
+        r.register(
+            "reconcile_duration_seconds",
+            "Time of one reconcile, from its trigger (after debounce) to its outcome, restart jitter and health check included",
+            self.reconcile_duration.clone(),
+        );
+        r.register(
+            "containerd_restart_duration_seconds",
+            "Time of the containerd restart command (systemctl restart or --reload command:)",
+            self.restart_duration.clone(),
+        );
+        r.register(
+            "health_check_duration_seconds",
+            "Time until containerd answered CRI Version and Status ready after a restart",
+            self.health_check_duration.clone(),
+        );
+    }
+
+    /// Register the mirror probe gauges: up and latency per endpoint.
+    fn register_mirror_metrics(&mut self) {
+        let r = &mut self.registry;
+        r.register(
+            "mirror_up",
+            "1 when the mirror endpoint answered GET /v2/ with the TLS settings and credentials containerd uses (probed after each apply)",
+            self.mirror_up.clone(),
+        );
+        r.register(
+            "mirror_latency_seconds",
+            "Time to the mirror endpoint's first answer to GET /v2/ (probed after each apply)",
+            self.mirror_latency.clone(),
+        );
     }
 
     /// One reconcile took `elapsed` (every outcome, no-ops included).

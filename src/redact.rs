@@ -50,12 +50,19 @@ fn collect_value(secret: bool, v: &Value, spans: &mut Vec<Range<usize>>) {
 /// True when no key of `text` can name a credential: none of the words appears anywhere, in
 /// any case, and no key can spell one with an escape (`\u0070assword`). Then nothing needs
 /// redacting and the text is not parsed at all (the usual admin file).
+/// A word only in table headers (`[plugins."…".registry.auths]`, no `=` on the line) names no
+/// value, and a table named so is not redacted by the rule above either; any other line with a
+/// word (a key, an inline table, an array of them) sends the text to the parser.
 fn cannot_hold_credentials(text: &str) -> bool {
     let lower = text.to_ascii_lowercase();
-    !lower.contains("\\u")
-        && ["password", "auth", "token", "secret"]
-            .iter()
-            .all(|w| !lower.contains(w))
+    if lower.contains("\\u") {
+        return false;
+    }
+    let words = ["password", "auth", "token", "secret"];
+    lower.lines().all(|line| {
+        let header = line.trim_start().starts_with('[') && !line.contains('=');
+        header || words.iter().all(|w| !line.contains(w))
+    })
 }
 
 /// `text` with every credential value replaced by `"***"` (see the module doc).
@@ -118,5 +125,10 @@ mod tests {
         );
         // Nothing to redact: the text comes back as it is, unparsed (even when it is broken).
         assert_eq!(redact_toml("[a]\nb = 1\n"), "[a]\nb = 1\n");
+        let headers_only = "[plugins.\"x\".registry.auths]\n  [plugins.\"x\".registry.auths.a]\n";
+        assert_eq!(redact_toml(headers_only), headers_only);
+        // An array of inline tables on a line that starts with '[' is still looked at.
+        let arr = "x = [\n  [{ password = \"pw1\" }],\n]\n";
+        assert!(!redact_toml(arr).contains("pw1"), "{}", redact_toml(arr));
     }
 }

@@ -108,91 +108,111 @@ pub fn render_text(r: &CheckReport) -> String {
         o.push_str("no mirror endpoint to check\n");
     }
     for e in &r.endpoints {
-        let _ = writeln!(
-            o,
-            "{} {} (for {})",
-            if e.ok() { "ok    " } else { "FAILED" },
-            e.url,
-            e.registries.join(", ")
-        );
-        let mut facts = vec![format!(
-            "reachable {}",
-            if e.reachable { "yes" } else { "no" }
-        )];
-        if e.url.starts_with("https://") {
-            facts.push(format!(
-                "TLS {}{}",
-                yes_no(e.tls_ok),
-                if e.skip_verify {
-                    " (verification off)"
-                } else if e.ca {
-                    " (CA configured)"
-                } else {
-                    ""
-                }
-            ));
-        }
-        facts.push(format!(
-            "auth {}{}",
-            yes_no(e.auth_ok),
-            match e.auth {
-                Some(a) if e.auth_ok.is_some() => format!(" ({a})"),
-                _ => String::new(),
-            }
-        ));
-        if let Some(l) = e.latency_ms {
-            facts.push(format!("{l} ms"));
-        }
-        if let Some(s) = e.status {
-            facts.push(format!("GET /v2/ {s}"));
-        }
-        let _ = writeln!(o, "       {}", facts.join(", "));
-        if let Some(err) = &e.error {
-            let _ = writeln!(o, "       error: {err}");
-        }
-        for w in &e.warnings {
-            let _ = writeln!(o, "       warning: {w}");
-        }
+        write_endpoint(&mut o, e);
     }
     for i in &r.images {
-        let _ = writeln!(
-            o,
-            "{} image {}",
-            if i.ok { "ok    " } else { "FAILED" },
-            i.image
-        );
-        for (n, a) in i.attempts.iter().enumerate() {
-            let mut line = format!(
-                "       {}. {} {}",
-                n + 1,
-                a.url,
-                a.outcome.replace('_', " ")
-            );
-            if let Some(s) = a.status {
-                let _ = write!(line, " ({s})");
-            }
-            if let Some(l) = a.latency_ms {
-                let _ = write!(line, " {l} ms");
-            }
-            if let Some(d) = &a.digest {
-                let _ = write!(line, " {d}");
-            }
-            let _ = writeln!(o, "{line}");
-            if let Some(e) = &a.error {
-                let _ = writeln!(o, "          {e}");
-            }
-        }
-        let verdict = match (&i.served_by, &i.upstream) {
-            (Some(s), _) => format!("served by {s}"),
-            (None, Some(u)) => format!(
-                "no mirror serves it: containerd falls back to the upstream {u} (not probed)"
-            ),
-            (None, None) => "no mirror serves it and nothing follows: the pull fails".into(),
-        };
-        let _ = writeln!(o, "       {verdict}");
+        write_image(&mut o, i);
     }
     for w in &r.warnings {
         let _ = writeln!(o, "warning: {w}");
     }
     o
+}
+
+/// The text block of one endpoint: its verdict line, its facts, its error and warnings.
+fn write_endpoint(o: &mut String, e: &EndpointReport) {
+    let _ = writeln!(
+        o,
+        "{} {} (for {})",
+        if e.ok() { "ok    " } else { "FAILED" },
+        e.url,
+        e.registries.join(", ")
+    );
+    let _ = writeln!(o, "       {}", endpoint_facts(e).join(", "));
+    if let Some(err) = &e.error {
+        let _ = writeln!(o, "       error: {err}");
+    }
+    for w in &e.warnings {
+        let _ = writeln!(o, "       warning: {w}");
+    }
+}
+
+/// What an endpoint probe found, one short phrase each: reachability, TLS (https only),
+/// auth, latency, status.
+fn endpoint_facts(e: &EndpointReport) -> Vec<String> {
+    let mut facts = vec![format!(
+        "reachable {}",
+        if e.reachable { "yes" } else { "no" }
+    )];
+    if e.url.starts_with("https://") {
+        facts.push(format!(
+            "TLS {}{}",
+            yes_no(e.tls_ok),
+            if e.skip_verify {
+                " (verification off)"
+            } else if e.ca {
+                " (CA configured)"
+            } else {
+                ""
+            }
+        ));
+    }
+    facts.push(format!(
+        "auth {}{}",
+        yes_no(e.auth_ok),
+        match e.auth {
+            Some(a) if e.auth_ok.is_some() => format!(" ({a})"),
+            _ => String::new(),
+        }
+    ));
+    if let Some(l) = e.latency_ms {
+        facts.push(format!("{l} ms"));
+    }
+    if let Some(s) = e.status {
+        facts.push(format!("GET /v2/ {s}"));
+    }
+    facts
+}
+
+/// The text block of one image: its verdict line, each host tried, and who serves it.
+fn write_image(o: &mut String, i: &ImageReport) {
+    let _ = writeln!(
+        o,
+        "{} image {}",
+        if i.ok { "ok    " } else { "FAILED" },
+        i.image
+    );
+    for (n, a) in i.attempts.iter().enumerate() {
+        write_attempt(o, n + 1, a);
+    }
+    let _ = writeln!(o, "       {}", image_verdict(i));
+}
+
+/// The numbered line (`n`) of one host of an image pull, and its error below it.
+fn write_attempt(o: &mut String, n: usize, a: &StepReport) {
+    let mut line = format!("       {}. {} {}", n, a.url, a.outcome.replace('_', " "));
+    if let Some(s) = a.status {
+        let _ = write!(line, " ({s})");
+    }
+    if let Some(l) = a.latency_ms {
+        let _ = write!(line, " {l} ms");
+    }
+    if let Some(d) = &a.digest {
+        let _ = write!(line, " {d}");
+    }
+    let _ = writeln!(o, "{line}");
+    if let Some(e) = &a.error {
+        let _ = writeln!(o, "          {e}");
+    }
+}
+
+/// Who serves an image: a mirror, the upstream containerd falls back to, or nobody.
+fn image_verdict(i: &ImageReport) -> String {
+    match (&i.served_by, &i.upstream) {
+        (Some(s), _) => format!("served by {s}"),
+        (None, Some(u)) => {
+            format!("no mirror serves it: containerd falls back to the upstream {u} (not probed)")
+        }
+        (None, None) => "no mirror serves it and nothing follows: the pull fails".into(),
+    }
 }

@@ -356,51 +356,13 @@ impl Layout {
 
     /// The settings containerd uses for `h`.
     fn target(&self, h: &RegistryHost) -> Target {
-        let legacy = matches!(
-            h.origin,
-            resolve::Origin::LegacyMirror { .. } | resolve::Origin::LegacyUpstream
-        );
         let cfg = self.configs.get(&h.host).cloned().unwrap_or_default();
-        let mut headers = Vec::new();
-        let mut from_header = None;
-        for (k, vals) in &h.header {
-            for v in vals {
-                if k.eq_ignore_ascii_case("authorization")
-                    && let Some(b) = v
-                        .strip_prefix("Basic ")
-                        .or_else(|| v.strip_prefix("basic "))
-                {
-                    from_header = decode_basic(b);
-                }
-                headers.push((k.clone(), v.clone()));
-            }
-        }
+        let (headers, from_header) = host_headers(h);
         let https = h.scheme == "https" || h.http_fallback;
-        let mut ca_files = h.ca.clone();
-        let mut skip_verify = h.skip_verify && https;
-        if legacy {
-            ca_files.extend(cfg.ca_file.clone());
-            skip_verify |= cfg.skip_verify && https;
-        }
-        let mut ca_pem = Vec::new();
-        let mut ca_error = None;
-        for f in &ca_files {
-            match self.fs.read(Path::new(f)) {
-                Some(t) => ca_pem.push(t),
-                None => ca_error = Some(format!("CA file {f} cannot be read")),
-            }
-        }
+        let (ca_files, skip_verify) = ca_settings(h, &cfg, https);
+        let (ca_pem, ca_error) = self.read_ca_files(&ca_files);
         let credentials = from_header.or(cfg.credentials);
-        let mut warnings = Vec::new();
-        if !h.path.starts_with("/v2") {
-            warnings.push(format!(
-                "the path {:?} has no /v2: containerd asks {}{}/<repository>/manifests/…, which a registry answers 404, and falls back",
-                h.path, h.host, h.path
-            ));
-        }
-        if credentials.is_some() && h.scheme == "http" {
-            warnings.push("credentials go to this host in clear (plain http)".into());
-        }
+        let warnings = target_warnings(h, credentials.is_some());
         Target {
             registries: Vec::new(),
             scheme: h.scheme.clone(),
@@ -418,6 +380,71 @@ impl Layout {
             warnings,
         }
     }
+
+    /// The contents of the CA files that can be read, and an error naming the last one that
+    /// cannot.
+    fn read_ca_files(&self, ca_files: &[String]) -> (Vec<String>, Option<String>) {
+        let mut ca_pem = Vec::new();
+        let mut ca_error = None;
+        for f in ca_files {
+            match self.fs.read(Path::new(f)) {
+                Some(t) => ca_pem.push(t),
+                None => ca_error = Some(format!("CA file {f} cannot be read")),
+            }
+        }
+        (ca_pem, ca_error)
+    }
+}
+
+/// The hosts.toml headers of `h`, flattened, and the credentials of a Basic `Authorization`
+/// header among them (the last one wins).
+fn host_headers(h: &RegistryHost) -> (Vec<(String, String)>, Option<Credentials>) {
+    let mut headers = Vec::new();
+    let mut from_header = None;
+    for (k, vals) in &h.header {
+        for v in vals {
+            if k.eq_ignore_ascii_case("authorization")
+                && let Some(b) = v
+                    .strip_prefix("Basic ")
+                    .or_else(|| v.strip_prefix("basic "))
+            {
+                from_header = decode_basic(b);
+            }
+            headers.push((k.clone(), v.clone()));
+        }
+    }
+    (headers, from_header)
+}
+
+/// The CA files and skip-verify of `h`: its own, plus config.toml's `cfg` for a legacy
+/// mirror or upstream. Skip-verify only counts over TLS (`https`).
+fn ca_settings(h: &RegistryHost, cfg: &HostConfig, https: bool) -> (Vec<String>, bool) {
+    let legacy = matches!(
+        h.origin,
+        resolve::Origin::LegacyMirror { .. } | resolve::Origin::LegacyUpstream
+    );
+    let mut ca_files = h.ca.clone();
+    let mut skip_verify = h.skip_verify && https;
+    if legacy {
+        ca_files.extend(cfg.ca_file.clone());
+        skip_verify |= cfg.skip_verify && https;
+    }
+    (ca_files, skip_verify)
+}
+
+/// What is wrong with `h` as configured: a path without `/v2`, credentials sent in clear.
+fn target_warnings(h: &RegistryHost, has_credentials: bool) -> Vec<String> {
+    let mut warnings = Vec::new();
+    if !h.path.starts_with("/v2") {
+        warnings.push(format!(
+            "the path {:?} has no /v2: containerd asks {}{}/<repository>/manifests/…, which a registry answers 404, and falls back",
+            h.path, h.host, h.path
+        ));
+    }
+    if has_credentials && h.scheme == "http" {
+        warnings.push("credentials go to this host in clear (plain http)".into());
+    }
+    warnings
 }
 
 /// The registry a hosts directory name stands for: `_default` → `*`, `host_port_` →

@@ -12,7 +12,7 @@ use tokio_rustls::rustls::ClientConfig;
 
 use super::challenge::{self, Challenge};
 use super::net::{self, NetError, Progress, Response, TlsFailure, fmt_dur};
-use super::plan::{ImagePlan, Target};
+use super::plan::{ImagePlan, Step, Target};
 
 /// TCP connect timeout of every request (containerd's dialer default is 30 s; a probe that
 /// must answer quickly uses less).
@@ -82,129 +82,178 @@ pub async fn exchange(
     scope: Option<&str>,
     progress: &Progress,
 ) -> Result<Exchange, NetError> {
+    let mut headers = request_headers(t, accept);
+    let preemptive = authorization_of(&headers);
+    let started = Instant::now();
+    let first = send(t, cfg, method, url, &headers, progress).await?;
+    let mut ex = first_exchange(first, started.elapsed(), preemptive.is_some());
+    if ex.status != 401 {
+        return Ok(ex);
+    }
+    let retry_auth =
+        match retry_authorization(t, cfg, &mut ex, preemptive.as_deref(), scope, progress).await {
+            Ok(value) => value,
+            Err(why) => {
+                ex.auth_failure = Some(why);
+                return Ok(ex);
+            }
+        };
+    push_auth(&mut headers, retry_auth);
+    let second = send(t, cfg, method, url, &headers, progress).await?;
+    ex.status = second.status;
+    if second.status == 401 {
+        ex.auth_failure = Some(refused_after_retry(ex.auth));
+    }
+    ex.response = second;
+    Ok(ex)
+}
+
+/// The headers of a request to `t`: its hosts.toml headers, plus `Accept` when given.
+fn request_headers(t: &Target, accept: Option<&str>) -> Vec<(String, String)> {
     let mut headers = t.headers.0.clone();
     if let Some(a) = accept {
         headers.push(("Accept".into(), a.into()));
     }
-    let preemptive = headers
+    headers
+}
+
+/// The value of the `Authorization` header among `headers`, if any (sent preemptively).
+fn authorization_of(headers: &[(String, String)]) -> Option<String> {
+    headers
         .iter()
         .find(|(k, _)| k.eq_ignore_ascii_case("authorization"))
-        .map(|(_, v)| v.clone());
-    let started = Instant::now();
-    let first = send(t, cfg, method, url, &headers, progress).await?;
-    let latency = started.elapsed();
-    let mut ex = Exchange {
+        .map(|(_, v)| v.clone())
+}
+
+/// The exchange as the first answer leaves it, before any auth round trip.
+fn first_exchange(first: Response, latency: Duration, preemptive: bool) -> Exchange {
+    Exchange {
         status: first.status,
-        response: first.clone(),
+        response: first,
         latency,
-        auth: if preemptive.is_some() {
-            "header"
-        } else {
-            "none"
-        },
+        auth: if preemptive { "header" } else { "none" },
         auth_failure: None,
-    };
-    if first.status != 401 {
-        return Ok(ex);
     }
-    let challenges: Vec<Challenge> = first
+}
+
+/// The `Authorization` value to retry the 401 in `ex` with, or why the handshake failed.
+/// Sets `ex.auth` to the scheme of the challenge answered.
+async fn retry_authorization(
+    t: &Target,
+    cfg: &Arc<ClientConfig>,
+    ex: &mut Exchange,
+    preemptive: Option<&str>,
+    scope: Option<&str>,
+    progress: &Progress,
+) -> Result<String, String> {
+    let challenges: Vec<Challenge> = ex
+        .response
         .header_all("www-authenticate")
         .iter()
         .flat_map(|h| challenge::parse_challenges(h))
         .collect();
     let Some(c) = challenge::pick(&challenges) else {
-        let schemes: Vec<&str> = challenges.iter().map(|c| c.scheme.as_str()).collect();
-        ex.auth_failure = Some(format!(
-            "401 with no Basic or Bearer challenge (WWW-Authenticate: {})",
-            if schemes.is_empty() {
-                "none".to_string()
-            } else {
-                schemes.join(", ")
-            }
-        ));
-        return Ok(ex);
+        return Err(no_challenge_failure(&challenges));
     };
-    let creds = t.credentials.as_ref();
-    let retry_auth = if c.scheme == "basic" {
+    if c.scheme == "basic" {
         ex.auth = "basic";
-        let Some(cr) = creds else {
-            ex.auth_failure = Some(
-                "the registry asks for credentials (Basic) and none are configured for this host (USERNAME/PASSWORD go to DOMAIN's host only)".into(),
-            );
-            return Ok(ex);
-        };
-        let value = format!("Basic {}", cr.basic_token());
-        if preemptive.as_deref() == Some(value.as_str()) {
-            ex.auth_failure =
-                Some("authentication failed: the credentials were refused (401)".into());
-            return Ok(ex);
-        }
-        value
+        basic_authorization(t, preemptive)
     } else {
         ex.auth = "bearer";
-        let Some(token_url) = challenge::token_url(c, scope) else {
-            ex.auth_failure = Some("the Bearer challenge names no realm".into());
-            return Ok(ex);
-        };
-        let realm_host = net::parse_url(&token_url)
-            .map(|p| p.authority)
-            .unwrap_or_else(|| "?".into());
-        let mut th = Vec::new();
-        if let Some(cr) = creds {
-            th.push((
-                "Authorization".into(),
-                format!("Basic {}", cr.basic_token()),
-            ));
+        bearer_authorization(t, cfg, c, scope, progress).await
+    }
+}
+
+/// Why a 401 carrying no Basic or Bearer challenge cannot be answered.
+fn no_challenge_failure(challenges: &[Challenge]) -> String {
+    let schemes: Vec<&str> = challenges.iter().map(|c| c.scheme.as_str()).collect();
+    format!(
+        "401 with no Basic or Bearer challenge (WWW-Authenticate: {})",
+        if schemes.is_empty() {
+            "none".to_string()
+        } else {
+            schemes.join(", ")
         }
-        let tr = match send(t, cfg, "GET", &token_url, &th, progress).await {
-            Ok(r) => r,
-            Err(e) => {
-                ex.auth_failure = Some(format!("token server {realm_host}: {e}"));
-                return Ok(ex);
-            }
-        };
-        match tr.status {
-            200..=299 => {}
-            401 | 403 => {
-                ex.auth_failure = Some(format!(
-                    "authentication failed: the token server {realm_host} refused {} ({})",
-                    if creds.is_some() {
-                        "the credentials"
-                    } else {
-                        "an anonymous token (no credentials are configured for this host)"
-                    },
-                    tr.status
-                ));
-                return Ok(ex);
-            }
-            s => {
-                ex.auth_failure = Some(format!("token server {realm_host} answered {s}"));
-                return Ok(ex);
-            }
-        }
-        let Some(token) = challenge::parse_token(&tr.body) else {
-            ex.auth_failure = Some(format!(
-                "token server {realm_host} answered without a token"
-            ));
-            return Ok(ex);
-        };
-        format!("Bearer {}", token.expose())
+    )
+}
+
+/// The `Basic` value answering a Basic challenge with `t`'s credentials, or why there is
+/// none (no credentials, or the same ones were already sent and refused).
+fn basic_authorization(t: &Target, preemptive: Option<&str>) -> Result<String, String> {
+    let Some(cr) = t.credentials.as_ref() else {
+        return Err(
+            "the registry asks for credentials (Basic) and none are configured for this host (USERNAME/PASSWORD go to DOMAIN's host only)".into(),
+        );
     };
-    push_auth(&mut headers, retry_auth);
-    let second = send(t, cfg, method, url, &headers, progress).await?;
-    ex.status = second.status;
-    if second.status == 401 {
-        ex.auth_failure = Some(format!(
-            "authentication failed: the registry refused the {} (401)",
-            if ex.auth == "bearer" {
-                "token"
-            } else {
-                "credentials"
-            }
+    let value = format!("Basic {}", cr.basic_token());
+    if preemptive == Some(value.as_str()) {
+        return Err("authentication failed: the credentials were refused (401)".into());
+    }
+    Ok(value)
+}
+
+/// The `Bearer` value answering the Bearer challenge `c`: a token fetched from its realm
+/// (with `t`'s credentials when it has some), or why none was obtained.
+async fn bearer_authorization(
+    t: &Target,
+    cfg: &Arc<ClientConfig>,
+    c: &Challenge,
+    scope: Option<&str>,
+    progress: &Progress,
+) -> Result<String, String> {
+    let Some(token_url) = challenge::token_url(c, scope) else {
+        return Err("the Bearer challenge names no realm".into());
+    };
+    let realm_host = net::parse_url(&token_url)
+        .map(|p| p.authority)
+        .unwrap_or_else(|| "?".into());
+    let mut th = Vec::new();
+    if let Some(cr) = &t.credentials {
+        th.push((
+            "Authorization".into(),
+            format!("Basic {}", cr.basic_token()),
         ));
     }
-    ex.response = second;
-    Ok(ex)
+    let tr = send(t, cfg, "GET", &token_url, &th, progress)
+        .await
+        .map_err(|e| format!("token server {realm_host}: {e}"))?;
+    if let Some(why) = token_status_failure(tr.status, &realm_host, t.credentials.is_some()) {
+        return Err(why);
+    }
+    let Some(token) = challenge::parse_token(&tr.body) else {
+        return Err(format!(
+            "token server {realm_host} answered without a token"
+        ));
+    };
+    Ok(format!("Bearer {}", token.expose()))
+}
+
+/// Why the token server's answer `status` gives no token, or `None` for a success (2xx).
+fn token_status_failure(status: u16, realm_host: &str, has_credentials: bool) -> Option<String> {
+    match status {
+        200..=299 => None,
+        401 | 403 => Some(format!(
+            "authentication failed: the token server {realm_host} refused {} ({status})",
+            if has_credentials {
+                "the credentials"
+            } else {
+                "an anonymous token (no credentials are configured for this host)"
+            },
+        )),
+        s => Some(format!("token server {realm_host} answered {s}")),
+    }
+}
+
+/// Why the registry still answered 401 after the retry with `auth` (`basic`/`bearer`).
+fn refused_after_retry(auth: &str) -> String {
+    format!(
+        "authentication failed: the registry refused the {} (401)",
+        if auth == "bearer" {
+            "token"
+        } else {
+            "credentials"
+        }
+    )
 }
 
 /// `fut` within `timeout`, as an [`Outcome`].
@@ -495,62 +544,81 @@ pub async fn probe_image(reference: &str, plan: &ImagePlan, timeout: Duration) -
     let mut attempts = Vec::new();
     let mut served = false;
     for step in &plan.steps {
-        let t = &step.target;
-        let base = |outcome: &'static str, error: Option<String>| StepReport {
-            url: step.url.clone(),
-            host: t.host.clone(),
-            eligible: step.eligible,
-            upstream: step.upstream,
-            outcome,
-            status: None,
-            latency_ms: None,
-            digest: None,
-            media_type: None,
-            error,
-        };
         let report = if served {
-            base("not_tried", None)
-        } else if !step.eligible {
-            base(
-                "skipped",
-                Some("its capabilities leave it out of this pull".into()),
-            )
-        } else if step.upstream {
-            base("not_probed", None)
-        } else if let Some(e) = &t.ca_error {
-            base("failed", Some(e.clone()))
+            unprobed_step(step, "not_tried", None)
         } else {
-            match net::client_config(&t.tls) {
-                Err(e) => base("failed", Some(format!("CA: {e}"))),
-                Ok(cfg) => {
-                    let progress = Progress::default();
-                    let path = net::parse_url(&step.url)
-                        .map(|p| p.target)
-                        .unwrap_or_default();
-                    let scope =
-                        challenge::repository_of(&path).map(|r| format!("repository:{r}:pull"));
-                    let o = bounded(
-                        timeout,
-                        &progress,
-                        exchange(
-                            t,
-                            &cfg,
-                            "HEAD",
-                            &step.url,
-                            Some(MANIFEST_ACCEPT),
-                            scope.as_deref(),
-                            &progress,
-                        ),
-                    )
-                    .await;
-                    classify_step(&step.url, &t.host, &o)
-                }
-            }
+            probe_step(step, timeout).await
         };
         served |= report.outcome == "served";
         attempts.push(report);
     }
     conclude(reference, &plan.image, attempts)
+}
+
+/// The report of `step` when it was not probed (or failed before any request): `outcome`,
+/// with `error` when there is one.
+fn unprobed_step(step: &Step, outcome: &'static str, error: Option<String>) -> StepReport {
+    StepReport {
+        url: step.url.clone(),
+        host: step.target.host.clone(),
+        eligible: step.eligible,
+        upstream: step.upstream,
+        outcome,
+        status: None,
+        latency_ms: None,
+        digest: None,
+        media_type: None,
+        error,
+    }
+}
+
+/// The report of `step` of a pull no earlier host served: skipped, left to the upstream,
+/// failed on its CA, or probed with a manifest HEAD bounded by `timeout`.
+async fn probe_step(step: &Step, timeout: Duration) -> StepReport {
+    let t = &step.target;
+    if !step.eligible {
+        return unprobed_step(
+            step,
+            "skipped",
+            Some("its capabilities leave it out of this pull".into()),
+        );
+    }
+    if step.upstream {
+        return unprobed_step(step, "not_probed", None);
+    }
+    if let Some(e) = &t.ca_error {
+        return unprobed_step(step, "failed", Some(e.clone()));
+    }
+    match net::client_config(&t.tls) {
+        Err(e) => unprobed_step(step, "failed", Some(format!("CA: {e}"))),
+        Ok(cfg) => {
+            let o = head_manifest(step, &cfg, timeout).await;
+            classify_step(&step.url, &t.host, &o)
+        }
+    }
+}
+
+/// HEAD of `step`'s manifest URL, with the pull scope of its repository, within `timeout`.
+async fn head_manifest(step: &Step, cfg: &Arc<ClientConfig>, timeout: Duration) -> Outcome {
+    let progress = Progress::default();
+    let path = net::parse_url(&step.url)
+        .map(|p| p.target)
+        .unwrap_or_default();
+    let scope = challenge::repository_of(&path).map(|r| format!("repository:{r}:pull"));
+    bounded(
+        timeout,
+        &progress,
+        exchange(
+            &step.target,
+            cfg,
+            "HEAD",
+            &step.url,
+            Some(MANIFEST_ACCEPT),
+            scope.as_deref(),
+            &progress,
+        ),
+    )
+    .await
 }
 
 #[cfg(test)]

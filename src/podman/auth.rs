@@ -2,6 +2,10 @@
 //! file is as regmirror wrote it, revert gives the previous bytes back; when someone changed it
 //! since, revert puts back only the entry regmirror replaced (or removes it) and keeps the rest.
 
+use std::path::Path;
+
+use serde_json::Value;
+
 use crate::apply::FileChange;
 use crate::render::registries::{self, RegistriesError};
 use crate::spec::RegistrySpec;
@@ -9,6 +13,21 @@ use crate::spec::RegistrySpec;
 use super::state::{AuthRecord, PodmanState, b64, previous, sha256_hex};
 use super::{PodmanError, PodmanPaths, change, read};
 
+/// A file's bytes and mode, `None` when it does not exist.
+type FileBytes = Option<(Vec<u8>, u32)>;
+
+/// The auth file as it would be after a revert, and what a new record keeps of it.
+struct Base {
+    /// Its bytes and mode.
+    file: FileBytes,
+    /// The same, as recorded (base64 bytes and mode).
+    record: Option<(String, u32)>,
+    /// The entry of regmirror's key there.
+    entry: Option<Value>,
+}
+
+/// The change of the auth file for `spec` (none: regmirror's entry reverted), added to
+/// `changes`, and the record of what regmirror wrote there.
 pub(super) fn auth_plan(
     paths: &PodmanPaths,
     spec: Option<&RegistrySpec>,
@@ -24,81 +43,108 @@ pub(super) fn auth_plan(
         .map(|a| a.path.clone())
         .unwrap_or_else(|| paths.auth_file.clone());
     if want.is_some() && old.is_some_and(|a| a.path != paths.auth_file) {
-        return Err(PodmanError::Refused {
-            path: paths.auth_file.clone(),
-            why: format!(
-                "regmirror's credentials are in {}: run `regmirror revert --runtime podman` with that --auth-file first",
-                path.display()
-            ),
-        });
+        return Err(elsewhere(paths, &path));
     }
-    let refused = |e: RegistriesError| PodmanError::Refused {
-        path: path.clone(),
-        why: e.to_string(),
-    };
     let current = read(&path)?;
-    // The file as it would be after a revert.
-    let (base, base_record, base_entry) = match old {
-        Some(a)
-            if current
-                .as_ref()
-                .is_some_and(|(b, _)| sha256_hex(b) == a.written) =>
-        {
-            (
-                previous(&path, &a.previous)?,
-                a.previous.clone(),
-                a.previous_entry.clone(),
-            )
-        }
-        Some(a) => {
-            let mode = current.as_ref().map(|(_, m)| *m).unwrap_or(0o600);
-            let merged = registries::merge_auth(
-                current.as_ref().map(|(b, _)| b.as_slice()),
-                &a.key,
-                a.previous_entry.as_ref(),
-            )
-            .map_err(refused)?;
-            let base = merged.map(|b| (b, mode));
-            let rec = base.as_ref().map(|(b, m)| (b64(b), *m));
-            (base, rec, a.previous_entry.clone())
-        }
-        None => {
-            let entry = registries::auth_entry_of(
-                current.as_ref().map(|(b, _)| b.as_slice()),
-                &want.as_ref().map(|(k, _)| k.clone()).unwrap_or_default(),
-            )
-            .map_err(refused)?;
-            (
-                current.clone(),
-                current.as_ref().map(|(b, m)| (b64(b), *m)),
-                entry,
-            )
-        }
-    };
+    let want_key = want.as_ref().map(|(k, _)| k.as_str()).unwrap_or_default();
+    let base = reverted(&path, &current, old, want_key)?;
     let Some((key, entry)) = want else {
-        changes.extend(change(&path, &current, base, true));
+        changes.extend(change(&path, &current, base.file, true));
         return Ok(None);
     };
-    // A changed DOMAIN: the old key goes back first.
-    let (base, base_record, base_entry) = match old {
-        Some(a) if a.key != key => {
-            let prev = registries::auth_entry_of(base.as_ref().map(|(b, _)| b.as_slice()), &key)
-                .map_err(refused)?;
-            (base, base_record, prev)
-        }
-        _ => (base, base_record, base_entry),
-    };
-    let merged =
-        registries::merge_auth(base.as_ref().map(|(b, _)| b.as_slice()), &key, Some(&entry))
-            .map_err(refused)?
-            .expect("an entry was set");
+    let base = rekeyed(&path, base, old, &key)?;
+    let merged = registries::merge_auth(
+        base.file.as_ref().map(|(b, _)| b.as_slice()),
+        &key,
+        Some(&entry),
+    )
+    .map_err(|e| refused(&path, e))?
+    .expect("an entry was set");
     let rec = AuthRecord {
         path: path.clone(),
         key,
-        previous: base_record,
-        previous_entry: base_entry,
+        previous: base.record,
+        previous_entry: base.entry,
         written: sha256_hex(&merged),
     };
     changes.extend(change(&path, &current, Some((merged, 0o600)), true));
     Ok(Some(rec))
+}
+
+/// The refusal to write `paths.auth_file` while regmirror's credentials are in `path`.
+fn elsewhere(paths: &PodmanPaths, path: &Path) -> PodmanError {
+    PodmanError::Refused {
+        path: paths.auth_file.clone(),
+        why: format!(
+            "regmirror's credentials are in {}: run `regmirror revert --runtime podman` with that --auth-file first",
+            path.display()
+        ),
+    }
+}
+
+/// The refusal of the auth file `path`, which cannot be parsed or merged (`e`).
+fn refused(path: &Path, e: RegistriesError) -> PodmanError {
+    PodmanError::Refused {
+        path: path.to_path_buf(),
+        why: e.to_string(),
+    }
+}
+
+/// The file `path` (now `current`) as it would be after a revert of `old`: the previous
+/// bytes while it is as regmirror wrote it, else `current` with only the replaced entry put
+/// back; with no record, `current` itself and its entry `want_key`.
+fn reverted(
+    path: &Path,
+    current: &FileBytes,
+    old: Option<&AuthRecord>,
+    want_key: &str,
+) -> Result<Base, PodmanError> {
+    let current_bytes = current.as_ref().map(|(b, _)| b.as_slice());
+    match old {
+        Some(a) if current_bytes.is_some_and(|b| sha256_hex(b) == a.written) => Ok(Base {
+            file: previous(path, &a.previous)?,
+            record: a.previous.clone(),
+            entry: a.previous_entry.clone(),
+        }),
+        Some(a) => {
+            let mode = current.as_ref().map(|(_, m)| *m).unwrap_or(0o600);
+            let merged = registries::merge_auth(current_bytes, &a.key, a.previous_entry.as_ref())
+                .map_err(|e| refused(path, e))?;
+            let file = merged.map(|b| (b, mode));
+            let record = file.as_ref().map(|(b, m)| (b64(b), *m));
+            Ok(Base {
+                file,
+                record,
+                entry: a.previous_entry.clone(),
+            })
+        }
+        None => {
+            let entry =
+                registries::auth_entry_of(current_bytes, want_key).map_err(|e| refused(path, e))?;
+            Ok(Base {
+                file: current.clone(),
+                record: current.as_ref().map(|(b, m)| (b64(b), *m)),
+                entry,
+            })
+        }
+    }
+}
+
+/// `base` for the key `key`: on a changed DOMAIN (the old key goes back first), the entry
+/// to restore is the one `key` has in `base`.
+fn rekeyed(
+    path: &Path,
+    base: Base,
+    old: Option<&AuthRecord>,
+    key: &str,
+) -> Result<Base, PodmanError> {
+    match old {
+        Some(a) if a.key != key => {
+            let entry =
+                registries::auth_entry_of(base.file.as_ref().map(|(b, _)| b.as_slice()), key)
+                    .map_err(|e| refused(path, e))?;
+            Ok(Base { entry, ..base })
+        }
+        _ => Ok(base),
+    }
 }

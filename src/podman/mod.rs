@@ -141,56 +141,14 @@ pub(super) fn change(
 /// Plan an apply of `spec`, or (`None`) a revert. Pure but for reading the files.
 pub fn plan(paths: &PodmanPaths, spec: Option<&RegistrySpec>) -> Result<PodmanPlan, PodmanError> {
     let state_before = load_state(paths)?;
-    let mut warnings = Vec::new();
     // What regmirror wants now (rendered first: a refusal reads nothing more).
     let conf = spec.map(registries::render_conf).transpose()?;
-    let ca = spec.and_then(|s| {
-        s.ca.as_ref().map(|ca| {
-            (
-                paths.certs_dir.join(s.domain.to_string()).join("ca.crt"),
-                ca.pem.clone().into_bytes(),
-            )
-        })
-    });
     let drop_in = paths.drop_in();
-    if spec.is_some() && !paths.conf_d.is_dir() {
-        warnings.push(format!(
-            "{} does not exist: it is created; a runtime reads drop-ins only from its own registries.conf.d",
-            paths.conf_d.display()
-        ));
-    }
+    let desired = desired_files(paths, spec, conf, &drop_in);
+    let warnings = conf_d_warnings(paths, spec);
 
     let mut changes = Vec::new();
-    let mut files = Vec::new();
-    // Plain owned files: every path the old state owns, plus what is desired now.
-    let mut desired: Vec<(PathBuf, Vec<u8>)> = Vec::new();
-    desired.extend(ca);
-    if let Some(c) = conf {
-        desired.push((drop_in.clone(), c.into_bytes()));
-    }
-    let mut all: Vec<PathBuf> = state_before
-        .files
-        .iter()
-        .map(|f| f.path.clone())
-        .filter(|p| !desired.iter().any(|(d, _)| d == p))
-        .collect();
-    all.extend(desired.iter().map(|(p, _)| p.clone()));
-    for p in &all {
-        let s = slot(p, &state_before)?;
-        let want = desired.iter().find(|(d, _)| d == p);
-        let new = match want {
-            Some((_, bytes)) => {
-                files.push(Owned {
-                    path: s.path.clone(),
-                    previous: s.record.clone(),
-                });
-                Some((bytes.clone(), 0o644))
-            }
-            None => s.base.clone(),
-        };
-        changes.extend(change(&s.path, &s.current, new, false));
-    }
-
+    let files = owned_file_changes(&state_before, &desired, &mut changes)?;
     // The auth file: only regmirror's key.
     let auth = auth_plan(paths, spec, &state_before, &mut changes)?;
     // Drop-in last: the runtime sees the mirror only once its CA and credentials are there.
@@ -212,6 +170,75 @@ pub fn plan(paths: &PodmanPaths, spec: Option<&RegistrySpec>) -> Result<PodmanPl
         state_after,
         warnings,
     })
+}
+
+/// The plain files regmirror wants now, with their contents: `spec`'s CA file, then the
+/// rendered drop-in `conf` at `drop_in`.
+fn desired_files(
+    paths: &PodmanPaths,
+    spec: Option<&RegistrySpec>,
+    conf: Option<String>,
+    drop_in: &Path,
+) -> Vec<(PathBuf, Vec<u8>)> {
+    let ca = spec.and_then(|s| {
+        s.ca.as_ref().map(|ca| {
+            (
+                paths.certs_dir.join(s.domain.to_string()).join("ca.crt"),
+                ca.pem.clone().into_bytes(),
+            )
+        })
+    });
+    let mut desired: Vec<(PathBuf, Vec<u8>)> = Vec::new();
+    desired.extend(ca);
+    if let Some(c) = conf {
+        desired.push((drop_in.to_path_buf(), c.into_bytes()));
+    }
+    desired
+}
+
+/// The warning of an apply into a drop-in directory that does not exist yet.
+fn conf_d_warnings(paths: &PodmanPaths, spec: Option<&RegistrySpec>) -> Vec<String> {
+    let mut warnings = Vec::new();
+    if spec.is_some() && !paths.conf_d.is_dir() {
+        warnings.push(format!(
+            "{} does not exist: it is created; a runtime reads drop-ins only from its own registries.conf.d",
+            paths.conf_d.display()
+        ));
+    }
+    warnings
+}
+
+/// The changes of the plain owned files (every path the old state owns, plus `desired`),
+/// added to `changes`; returns the records of the files regmirror owns after them.
+fn owned_file_changes(
+    state_before: &PodmanState,
+    desired: &[(PathBuf, Vec<u8>)],
+    changes: &mut Vec<FileChange>,
+) -> Result<Vec<Owned>, PodmanError> {
+    let mut files = Vec::new();
+    let mut all: Vec<PathBuf> = state_before
+        .files
+        .iter()
+        .map(|f| f.path.clone())
+        .filter(|p| !desired.iter().any(|(d, _)| d == p))
+        .collect();
+    all.extend(desired.iter().map(|(p, _)| p.clone()));
+    for p in &all {
+        let s = slot(p, state_before)?;
+        let want = desired.iter().find(|(d, _)| d == p);
+        let new = match want {
+            Some((_, bytes)) => {
+                files.push(Owned {
+                    path: s.path.clone(),
+                    previous: s.record.clone(),
+                });
+                Some((bytes.clone(), 0o644))
+            }
+            None => s.base.clone(),
+        };
+        changes.extend(change(&s.path, &s.current, new, false));
+    }
+    Ok(files)
 }
 
 /// How long an apply waits for another regmirror holding the lock.

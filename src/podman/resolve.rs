@@ -135,72 +135,101 @@ pub fn parse_file(c: &ConfText) -> Result<Vec<Registry>, String> {
     let tables = item
         .as_array_of_tables()
         .ok_or_else(|| format!("{file}: `registry` is not an array of tables ([[registry]])"))?;
-    let mut out = Vec::new();
-    for t in tables.iter() {
-        let loc = location(&str_of(t, "location", &file)?, &file)?;
-        let mut prefix = str_of(t, "prefix", &file)?;
-        if prefix.is_empty() {
-            if loc.is_empty() {
-                return Err(format!(
-                    "{file}: a [[registry]] has neither location nor prefix"
-                ));
-            }
-            prefix = loc.clone();
-        } else {
-            prefix = location(&prefix, &file)?;
-            if !prefix.starts_with("*.") && loc.is_empty() {
-                return Err(format!(
-                    "{file}: [[registry]] {prefix:?}: location is unset and prefix is not in the format *.example.com"
-                ));
-            }
-        }
-        if prefix.starts_with("*.") && prefix.contains(['/', '@', ':']) {
+    tables.iter().map(|t| parse_registry(t, &file, c)).collect()
+}
+
+/// One `[[registry]]` table `t` of `c` (named `file` in errors), post-processed.
+fn parse_registry(t: &toml_edit::Table, file: &str, c: &ConfText) -> Result<Registry, String> {
+    let loc = location(&str_of(t, "location", file)?, file)?;
+    let prefix = registry_prefix(t, &loc, file)?;
+    let by_digest = bool_of(t, "mirror-by-digest-only", file)?;
+    let mirrors = parse_mirrors(t, &prefix, by_digest, file)?;
+    Ok(Registry {
+        prefix,
+        location: loc,
+        insecure: bool_of(t, "insecure", file)?,
+        blocked: bool_of(t, "blocked", file)?,
+        mirror_by_digest_only: by_digest,
+        mirrors,
+        file: c.path.clone(),
+    })
+}
+
+/// The `prefix` of the `[[registry]]` `t` whose location is `loc`: `loc` when unset;
+/// checked (a location or `*.example.com`).
+fn registry_prefix(t: &toml_edit::Table, loc: &str, file: &str) -> Result<String, String> {
+    let mut prefix = str_of(t, "prefix", file)?;
+    if prefix.is_empty() {
+        if loc.is_empty() {
             return Err(format!(
-                "{file}: wildcarded prefix {prefix:?} must be in the format *.example.com"
+                "{file}: a [[registry]] has neither location nor prefix"
             ));
         }
-        let by_digest = bool_of(t, "mirror-by-digest-only", &file)?;
-        let mut mirrors = Vec::new();
-        if let Some(m) = t.get("mirror") {
-            let arr = m
-                .as_array_of_tables()
-                .ok_or_else(|| format!("{file}: `mirror` is not [[registry.mirror]]"))?;
-            for m in arr.iter() {
-                let l = location(&str_of(m, "location", &file)?, &file)?;
-                if l.is_empty() {
-                    return Err(format!(
-                        "{file}: [[registry]] {prefix:?}: a mirror has no location"
-                    ));
-                }
-                let pfm = str_of(m, "pull-from-mirror", &file)?;
-                if !["", "all", "digest-only", "tag-only"].contains(&pfm.as_str()) {
-                    return Err(format!(
-                        "{file}: unsupported pull-from-mirror {pfm:?} (all, digest-only, tag-only)"
-                    ));
-                }
-                if by_digest && !pfm.is_empty() {
-                    return Err(format!(
-                        "{file}: [[registry]] {prefix:?}: pull-from-mirror with mirror-by-digest-only"
-                    ));
-                }
-                mirrors.push(Mirror {
-                    location: l,
-                    insecure: bool_of(m, "insecure", &file)?,
-                    pull_from_mirror: Some(pfm).filter(|p| !p.is_empty()),
-                });
-            }
+        prefix = loc.to_string();
+    } else {
+        prefix = location(&prefix, file)?;
+        if !prefix.starts_with("*.") && loc.is_empty() {
+            return Err(format!(
+                "{file}: [[registry]] {prefix:?}: location is unset and prefix is not in the format *.example.com"
+            ));
         }
-        out.push(Registry {
-            prefix,
-            location: loc,
-            insecure: bool_of(t, "insecure", &file)?,
-            blocked: bool_of(t, "blocked", &file)?,
-            mirror_by_digest_only: by_digest,
-            mirrors,
-            file: c.path.clone(),
-        });
     }
-    Ok(out)
+    if prefix.starts_with("*.") && prefix.contains(['/', '@', ':']) {
+        return Err(format!(
+            "{file}: wildcarded prefix {prefix:?} must be in the format *.example.com"
+        ));
+    }
+    Ok(prefix)
+}
+
+/// The `[[registry.mirror]]` tables of the `[[registry]]` `t` (`prefix`, with
+/// `mirror-by-digest-only` = `by_digest`), in order.
+fn parse_mirrors(
+    t: &toml_edit::Table,
+    prefix: &str,
+    by_digest: bool,
+    file: &str,
+) -> Result<Vec<Mirror>, String> {
+    let Some(m) = t.get("mirror") else {
+        return Ok(Vec::new());
+    };
+    let arr = m
+        .as_array_of_tables()
+        .ok_or_else(|| format!("{file}: `mirror` is not [[registry.mirror]]"))?;
+    arr.iter()
+        .map(|m| parse_mirror(m, prefix, by_digest, file))
+        .collect()
+}
+
+/// One `[[registry.mirror]]` table `m` of the `[[registry]]` `prefix`, checked.
+fn parse_mirror(
+    m: &toml_edit::Table,
+    prefix: &str,
+    by_digest: bool,
+    file: &str,
+) -> Result<Mirror, String> {
+    let l = location(&str_of(m, "location", file)?, file)?;
+    if l.is_empty() {
+        return Err(format!(
+            "{file}: [[registry]] {prefix:?}: a mirror has no location"
+        ));
+    }
+    let pfm = str_of(m, "pull-from-mirror", file)?;
+    if !["", "all", "digest-only", "tag-only"].contains(&pfm.as_str()) {
+        return Err(format!(
+            "{file}: unsupported pull-from-mirror {pfm:?} (all, digest-only, tag-only)"
+        ));
+    }
+    if by_digest && !pfm.is_empty() {
+        return Err(format!(
+            "{file}: [[registry]] {prefix:?}: pull-from-mirror with mirror-by-digest-only"
+        ));
+    }
+    Ok(Mirror {
+        location: l,
+        insecure: bool_of(m, "insecure", file)?,
+        pull_from_mirror: Some(pfm).filter(|p| !p.is_empty()),
+    })
 }
 
 /// Every registry, merged as containers/image merges the main file and its drop-ins.
@@ -290,73 +319,27 @@ fn attempt(kind: &'static str, location: &str, reference: String, insecure: bool
 
 /// Resolve `image` (fully qualified: `host/repo[:tag|@digest]`) against `files`.
 pub fn resolve(image: &str, files: &[ConfText]) -> Result<Resolution, String> {
-    let first = image.split('/').next().unwrap_or_default();
-    if !image.contains('/') || !(first.contains('.') || first.contains(':') || first == "localhost")
-    {
-        return Err(format!(
-            "image {image:?} is a short name: Podman and CRI-O resolve it through unqualified-search-registries and short-name aliases; give a fully qualified name (e.g. docker.io/library/{image})"
-        ));
-    }
+    check_qualified(image)?;
     let parsed = crate::resolve::image::parse_image(image)?;
-    let sep = if parsed.reference.contains(':') {
-        '@'
-    } else {
-        ':'
-    };
+    let digest = parsed.reference.contains(':');
+    let sep = if digest { '@' } else { ':' };
     let reference = format!(
         "{}/{}{sep}{}",
         parsed.registry, parsed.repository, parsed.reference
     );
-    let digest = sep == '@';
     let regs = load(files)?;
     let found = find(&regs, &reference).cloned();
-    let mut attempts = Vec::new();
     let blocked = found.as_ref().is_some_and(|r| r.blocked);
-    match &found {
-        None => attempts.push(attempt(
+    let attempts = match &found {
+        None => vec![attempt(
             "location",
             &parsed.registry,
             reference.clone(),
             false,
-        )),
-        Some(_) if blocked => {}
-        Some(r) => {
-            let len = matching_prefix(&reference, &r.prefix).expect("it matched");
-            let rest = &reference[len..];
-            let rewrite = |loc: &str| {
-                if loc.is_empty() {
-                    reference.clone()
-                } else {
-                    format!("{loc}{rest}")
-                }
-            };
-            for m in &r.mirrors {
-                let use_it = if r.mirror_by_digest_only {
-                    digest
-                } else {
-                    match m.pull_from_mirror.as_deref() {
-                        Some("digest-only") => digest,
-                        Some("tag-only") => !digest,
-                        _ => true,
-                    }
-                };
-                if use_it {
-                    attempts.push(attempt(
-                        "mirror",
-                        &m.location,
-                        rewrite(&m.location),
-                        m.insecure,
-                    ));
-                }
-            }
-            attempts.push(attempt(
-                "location",
-                &r.location,
-                rewrite(&r.location),
-                r.insecure,
-            ));
-        }
-    }
+        )],
+        Some(_) if blocked => Vec::new(),
+        Some(r) => registry_attempts(r, &reference, digest),
+    };
     Ok(Resolution {
         schema: SCHEMA,
         image: image.to_string(),
@@ -366,6 +349,59 @@ pub fn resolve(image: &str, files: &[ConfText]) -> Result<Resolution, String> {
         attempts,
         files: files.iter().map(|f| f.path.clone()).collect(),
     })
+}
+
+/// Refuse a short name (no registry host first): Podman and CRI-O resolve those otherwise.
+fn check_qualified(image: &str) -> Result<(), String> {
+    let first = image.split('/').next().unwrap_or_default();
+    if !image.contains('/') || !(first.contains('.') || first.contains(':') || first == "localhost")
+    {
+        return Err(format!(
+            "image {image:?} is a short name: Podman and CRI-O resolve it through unqualified-search-registries and short-name aliases; give a fully qualified name (e.g. docker.io/library/{image})"
+        ));
+    }
+    Ok(())
+}
+
+/// The URLs tried for `reference` (by digest when `digest`) through the matching, unblocked
+/// registry `r`: its mirrors that take this pull, then its location.
+fn registry_attempts(r: &Registry, reference: &str, digest: bool) -> Vec<Attempt> {
+    let len = matching_prefix(reference, &r.prefix).expect("it matched");
+    let rest = &reference[len..];
+    let rewrite = |loc: &str| {
+        if loc.is_empty() {
+            reference.to_string()
+        } else {
+            format!("{loc}{rest}")
+        }
+    };
+    let mut attempts: Vec<Attempt> = r
+        .mirrors
+        .iter()
+        .filter(|m| mirror_takes_pull(r, m, digest))
+        .map(|m| attempt("mirror", &m.location, rewrite(&m.location), m.insecure))
+        .collect();
+    attempts.push(attempt(
+        "location",
+        &r.location,
+        rewrite(&r.location),
+        r.insecure,
+    ));
+    attempts
+}
+
+/// Whether the mirror `m` of `r` is tried for a pull by digest (`digest`) or by tag:
+/// `mirror-by-digest-only`, else its `pull-from-mirror`.
+fn mirror_takes_pull(r: &Registry, m: &Mirror, digest: bool) -> bool {
+    if r.mirror_by_digest_only {
+        digest
+    } else {
+        match m.pull_from_mirror.as_deref() {
+            Some("digest-only") => digest,
+            Some("tag-only") => !digest,
+            _ => true,
+        }
+    }
 }
 
 /// The text form: one line per URL, in order.
