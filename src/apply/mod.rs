@@ -3,6 +3,7 @@
 //! whether containerd needs a restart (what it loads changed) or not (only hosts.toml / ca.crt,
 //! or a change of spelling only).
 
+pub mod diff;
 mod execute;
 mod key;
 mod plan;

@@ -224,15 +224,22 @@ fn next_state(
 
 /// The identity of every input a plan was made from (config.toml, state.json, managed files):
 /// a plan made before the lock is written only if all are unchanged under it.
-pub fn inputs_of(paths: &Paths, files: &[PathBuf]) -> Vec<(PathBuf, Option<Identity>)> {
-    let mut all = vec![paths.config.clone(), State::path(&paths.state_dir)];
-    all.extend(files.iter().cloned());
-    all.into_iter()
-        .map(|p| {
-            let id = write::identity(&p);
-            (p, id)
-        })
-        .collect()
+/// config.toml comes first, with the identity it had when it was read.
+fn inputs_of(
+    paths: &Paths,
+    config: Option<Identity>,
+    files: &[PathBuf],
+) -> Vec<(PathBuf, Option<Identity>)> {
+    let mut all = vec![(paths.config.clone(), config)];
+    all.extend(
+        std::iter::once(State::path(&paths.state_dir))
+            .chain(files.iter().cloned())
+            .map(|p| {
+                let id = write::identity(&p);
+                (p, id)
+            }),
+    );
+    all
 }
 
 /// The state must belong to these paths and name only files under the certs dir or a
@@ -307,8 +314,7 @@ pub fn plan(
     if spec.is_none() {
         forget_spec(&mut after);
     }
-    let mut inputs = inputs_of(paths, &managed);
-    inputs[0].1 = config_identity;
+    let inputs = inputs_of(paths, config_identity, &managed);
     Ok(Plan {
         restart_needed,
         changes,

@@ -28,32 +28,6 @@ pub fn upstream(source: &Source) -> Option<String> {
 pub const HEADER: &str =
     "# Managed by regmirror from the registry-info Secret; edits are overwritten.\n";
 
-/// The hosts.toml choices a render makes for the running containerd.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Options {
-    /// No upstream fallback: the last endpoint is also the `server` (see
-    /// [`super::HostsOptions`]); a miss asks it twice, never the upstream.
-    pub strict: bool,
-    /// `dial_timeout` to write (Go duration text), when the running containerd reads it.
-    pub dial_timeout: Option<std::time::Duration>,
-}
-
-impl Options {
-    /// `dial_timeout` only for a containerd known to read it (2.1 and later); older ones
-    /// ignore the key, an unknown version gets none.
-    pub fn for_runtime(
-        o: super::HostsOptions,
-        containerd: Option<crate::runtime::ContainerdVersion>,
-    ) -> Options {
-        let reads =
-            containerd.is_some_and(|v| v >= crate::runtime::ContainerdVersion::new(2, 1, 0));
-        Options {
-            strict: o.strict,
-            dial_timeout: o.dial_timeout.filter(|d| reads && !d.is_zero()),
-        }
-    }
-}
-
 /// A Go duration for `dial_timeout` (`200ms`, `3s`).
 fn go_duration(d: std::time::Duration) -> String {
     if d.subsec_millis() == 0 {
@@ -70,7 +44,7 @@ fn endpoint_settings(
     target: &crate::spec::Target,
     ep: &crate::spec::endpoint::EndpointUrl,
     ca_file: Option<&str>,
-    options: Options,
+    options: super::HostsOptions,
 ) {
     let (_, override_path) = target.endpoint_url(ep.scheme);
     t.insert("capabilities", value(Array::from_iter(["pull", "resolve"])));
@@ -101,7 +75,7 @@ pub fn hosts_toml(
     spec: &RegistrySpec,
     mirror: &Mirror,
     ca_file: Option<&str>,
-    options: Options,
+    options: super::HostsOptions,
 ) -> String {
     let mut doc = DocumentMut::new();
     let strict = options.strict && mirror.target.is_some();

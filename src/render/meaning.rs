@@ -5,7 +5,7 @@
 //! renderer parsed anyway: no parse of its own.
 
 use sha2::{Digest, Sha256};
-use toml_edit::{Document, DocumentMut, Item, TableLike, Value};
+use toml_edit::{DocumentMut, Item, TableLike, Value};
 
 /// The fingerprint of a document's meaning (hex sha256).
 pub fn fingerprint(doc: &DocumentMut) -> String {
@@ -14,10 +14,12 @@ pub fn fingerprint(doc: &DocumentMut) -> String {
     h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// True when `a` and `b` both parse and hold the same tables and values.
-pub fn same_meaning(a: &str, b: &str) -> bool {
+/// True when `a` and `b` both parse and hold the same tables and values (the tests' view of
+/// [`fingerprint`]).
+#[cfg(test)]
+fn same_meaning(a: &str, b: &str) -> bool {
     let fp = |t: &str| {
-        Document::parse(t).ok().map(|d| {
+        toml_edit::Document::parse(t).ok().map(|d| {
             let mut h = Sha256::new();
             table(d.as_table(), &mut h);
             h.finalize()

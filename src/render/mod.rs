@@ -23,7 +23,6 @@ use toml_edit::DocumentMut;
 
 use crate::spec::RegistrySpec;
 pub use error::RenderError;
-pub use meaning::same_meaning;
 pub use owned::{ConfigOwnership, OwnedValue, sha256_hex};
 pub use preserve::canonical;
 pub use version::ConfigVersion;
@@ -61,6 +60,19 @@ pub struct Choice {
     /// `None`: unknown; the decision is made from the file alone.
     pub containerd: Option<crate::runtime::ContainerdVersion>,
     pub hosts: HostsOptions,
+}
+
+impl HostsOptions {
+    /// These options as written for the running containerd: `dial_timeout` only for one known
+    /// to read it (2.1 and later; older ones ignore the key, an unknown version gets none).
+    pub fn for_runtime(self, containerd: Option<crate::runtime::ContainerdVersion>) -> Self {
+        let reads =
+            containerd.is_some_and(|v| v >= crate::runtime::ContainerdVersion::new(2, 1, 0));
+        HostsOptions {
+            strict: self.strict,
+            dial_timeout: self.dial_timeout.filter(|d| reads && !d.is_zero()),
+        }
+    }
 }
 
 impl From<Mode> for Choice {
@@ -277,7 +289,7 @@ struct HostsMode<'a> {
     containerd: Option<crate::runtime::ContainerdVersion>,
     certs_dir: &'a Path,
     ca_file: Option<&'a str>,
-    options: hosts::Options,
+    options: HostsOptions,
 }
 
 impl HostsMode<'_> {
@@ -469,7 +481,7 @@ fn write_mode(
                 containerd: input.containerd,
                 certs_dir,
                 ca_file: ca_path,
-                options: hosts::Options::for_runtime(input.hosts, input.containerd),
+                options: input.hosts.for_runtime(input.containerd),
             };
             files.extend(hosts.apply(doc, spec, &mut own, warnings)?);
         }
