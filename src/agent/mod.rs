@@ -8,6 +8,7 @@ pub mod budget;
 pub mod condition;
 pub mod config;
 pub mod outcome;
+mod own_writes;
 pub mod reconcile;
 pub mod recover;
 pub mod report;
@@ -61,10 +62,9 @@ pub struct Ctx {
     pub budget: Option<budget::Budget>,
     /// The desired Secret (to see a newer one while waiting for a restart slot).
     pub secret_rx: watch::Receiver<Desired>,
-    /// The files (and their directories) the last write left, with their identities: file
-    /// events about them while they are still that file are the agent's own, not a reason to
-    /// plan again.
-    pub own_writes: Vec<(std::path::PathBuf, Option<crate::apply::write::Identity>)>,
+    /// What the last write left (files, removals, directories): file events about them while
+    /// they still hold that are the agent's own, not a reason to plan again.
+    pub own_writes: own_writes::OwnWrites,
     /// The spec whose mirrors were probed last (probed once per spec).
     pub probed: Option<String>,
     pub shutdown: watch::Receiver<bool>,
@@ -227,7 +227,7 @@ async fn run_async(config: AgentConfig) -> anyhow::Result<()> {
         condition,
         budget,
         secret_rx: rx.clone(),
-        own_writes: Vec::new(),
+        own_writes: Default::default(),
         probed: None,
         shutdown: triggers::shutdown_on_signals(),
         pulse,
@@ -237,13 +237,6 @@ async fn run_async(config: AgentConfig) -> anyhow::Result<()> {
     notify::stopping();
     tracing::info!("regmirror stopped");
     Ok(())
-}
-
-/// True when `p` is one of the agent's own last writes and still exactly that file.
-fn is_own_write(ctx: &Ctx, p: &std::path::Path) -> bool {
-    ctx.own_writes
-        .iter()
-        .any(|(w, id)| w == p && crate::apply::write::identity(p) == *id)
 }
 
 /// Sleep for `d`, or forever when there is nothing to wait for.
@@ -318,7 +311,7 @@ async fn main_loop(
         let trigger = tokio::select! {
             r = rx.changed() => match r { Ok(()) => Trigger::Source, Err(_) => break },
             Some(paths) = pokes.recv() => {
-                if paths.iter().all(|p| triggers::is_noise(p, &ctx.paths, &ctx.probe.socket) || is_own_write(&ctx, p)) { continue; }
+                if paths.iter().all(|p| triggers::is_noise(p, &ctx.paths, &ctx.probe.socket) || ctx.own_writes.is_own(p)) { continue; }
                 Trigger::Files
             }
             _ = resync_timer.tick() => Trigger::Resync,

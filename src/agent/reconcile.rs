@@ -236,7 +236,7 @@ async fn write_and_reload(
         .iter()
         .map(|p| p.display().to_string())
         .collect();
-    remember_own_writes(ctx, &outcome.changed);
+    ctx.own_writes.remember(&plan.changes);
     tracing::info!(files = ?files, restart_needed = outcome.restart_needed, "wrote spec {label}");
     let restarted = ctx.restarter.will_restart(outcome.restart_needed);
     let expect = outcome.expect.as_ref();
@@ -292,26 +292,6 @@ fn probe_mirrors(ctx: &mut Ctx, spec: &Arc<Option<RegistrySpec>>, label: &str) {
             .collect();
         telemetry.set_mirror_probes(&probes);
     });
-}
-
-/// Remember what this write left on disk (files and their directories), so that the file
-/// events it causes are recognised as the agent's own.
-fn remember_own_writes(ctx: &mut Ctx, changed: &[std::path::PathBuf]) {
-    let mut paths: Vec<std::path::PathBuf> = changed.to_vec();
-    paths.extend(
-        changed
-            .iter()
-            .filter_map(|p| p.parent().map(|d| d.to_path_buf())),
-    );
-    paths.sort();
-    paths.dedup();
-    ctx.own_writes = paths
-        .into_iter()
-        .map(|p| {
-            let id = crate::apply::write::identity(&p);
-            (p, id)
-        })
-        .collect();
 }
 
 /// The spec failed before and the Secret has not changed: hold it (say why, once known).

@@ -109,7 +109,7 @@ fn node(version: &str) -> Node {
         condition: None,
         budget: None,
         secret_rx: watch::channel(Desired::Unknown).1,
-        own_writes: Vec::new(),
+        own_writes: Default::default(),
         probed: None,
         shutdown,
         pulse: None,
