@@ -13,6 +13,7 @@ pub mod cli;
 pub mod cri;
 pub mod errchain;
 pub mod hostexec;
+pub mod memory;
 pub mod observe;
 pub mod podman;
 pub mod redact;

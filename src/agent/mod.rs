@@ -75,32 +75,14 @@ pub struct Ctx {
 }
 
 /// Run the agent until SIGTERM/SIGINT.
-/// glibc keeps one malloc arena per thread and keeps freed memory mapped: an agent that parsed a
-/// large config.toml once would carry that peak for its whole life. Two arenas, and freed
-/// memory handed back after each reconcile, keep the idle footprint small (BENCHMARKS.md).
-mod memory {
-    pub fn limit_arenas() {
-        #[cfg(target_env = "gnu")]
-        // SAFETY: mallopt only sets an allocator parameter; called before any thread starts.
-        unsafe {
-            libc::mallopt(libc::M_ARENA_MAX, 2);
-        }
-    }
-
-    pub fn give_back() {
-        #[cfg(target_env = "gnu")]
-        // SAFETY: malloc_trim only returns free heap pages to the kernel.
-        unsafe {
-            libc::malloc_trim(0);
-        }
-    }
-}
-
 pub fn run(config: AgentConfig) -> anyhow::Result<()> {
-    memory::limit_arenas();
+    crate::memory::note_startup_files();
     observe::init_tracing(config.log_format);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
+        // Blocking work (an apply, a DNS lookup) is rare: its threads leave 1 s after it, not
+        // 10 s (tokio's default), so an idle agent keeps no thread (nor its stack) it does not use.
+        .thread_keep_alive(Duration::from_secs(1))
         .enable_all()
         .build()?;
     let result = rt.block_on(run_async(config));
@@ -339,6 +321,6 @@ async fn main_loop(
         }
         let status = report::report(&ctx, &outcome).await;
         ready.status(&status);
-        memory::give_back();
+        crate::memory::give_back();
     }
 }

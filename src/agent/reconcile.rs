@@ -291,6 +291,8 @@ fn probe_mirrors(ctx: &mut Ctx, spec: &Arc<Option<RegistrySpec>>, label: &str) {
             })
             .collect();
         telemetry.set_mirror_probes(&probes);
+        // The probe ran the HTTP/TLS client's code after the reconcile gave its pages back.
+        crate::memory::give_back();
     });
 }
 

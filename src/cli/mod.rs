@@ -71,6 +71,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
 
 /// Entry point: parse, run, map errors to exit code 2.
 pub fn main() -> ExitCode {
+    crate::memory::tune_allocator();
     match dispatch(Cli::parse()) {
         Ok(code) => code,
         Err(Failure(msg)) => {
