@@ -1,11 +1,6 @@
-//! The process's memory policy (glibc): how the allocator hands memory back, and how an idle
-//! agent gives back the code pages it touched once.
+//! The process's memory policy (glibc): how many arenas the allocator keeps, and how an idle
+//! agent hands back freed heap and the code pages it touched once.
 //!
-//! - A fixed mmap threshold: glibc raises its threshold to the size of every large block freed
-//!   (up to 32 MiB), after which a 1 MiB config's buffers come from the heap and stay there,
-//!   fragmented. Fixed at 256 KiB, every large buffer (config text, printed output, a document's
-//!   big vectors) is its own mapping: `realloc` grows it with `mremap` (no copy, no second
-//!   buffer alive) and `free` unmaps it at once. This lowers the peak of a 1 MiB `apply`.
 //! - Two arenas: glibc keeps one per thread and keeps freed memory mapped in each.
 //! - [`give_back`] after each agent reconcile: `malloc_trim`, then `MADV_DONTNEED` on the
 //!   read-only file mappings (the binary's code and constants, the C libraries') that hold no
@@ -41,9 +36,8 @@ pub fn note_startup_files() {
 /// Set the allocator's parameters; call before any thread starts.
 pub fn tune_allocator() {
     #[cfg(target_env = "gnu")]
-    // SAFETY: mallopt only sets allocator parameters; called before any thread starts.
+    // SAFETY: mallopt only sets an allocator parameter; called before any thread starts.
     unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
         libc::mallopt(libc::M_ARENA_MAX, 2);
     }
 }

@@ -138,7 +138,13 @@ pub fn execute(paths: &Paths, plan: &Plan) -> Result<Outcome, ApplyError> {
         }
     }
     tidy(paths, &mut after)?;
-    save_state(paths, &after)?;
+    if plan.changes.is_empty() {
+        save_state(paths, &after)?;
+    } else {
+        // The in-flight state above, durable, owns everything `after` does.
+        let path = State::path(&paths.state_dir);
+        state::save_settled(&paths.state_dir, &after).map_err(io_err("write", &path))?;
+    }
     Ok(outcome)
 }
 

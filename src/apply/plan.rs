@@ -25,11 +25,23 @@ fn b64(bytes: &[u8]) -> String {
 /// config.toml as it is, or `None` when it does not exist.
 type Current = Option<write::Read>;
 
-/// config.toml's text (the starting text when it does not exist).
-fn current_text(current: &Current) -> Result<String, ApplyError> {
+/// config.toml's text (the starting text when it does not exist), taken out of `current`
+/// without a copy (one copy of a large file alive while it is parsed); [`give_back_text`]
+/// returns it.
+fn current_text(current: &mut Current) -> Result<String, ApplyError> {
     match current {
-        Some(r) => String::from_utf8(r.bytes.clone()).map_err(|_| RenderError::NotUtf8.into()),
+        Some(r) => String::from_utf8(std::mem::take(&mut r.bytes)).map_err(|e| {
+            r.bytes = e.into_bytes();
+            RenderError::NotUtf8.into()
+        }),
         None => Ok(NEW_CONFIG.to_string()),
+    }
+}
+
+/// Put config.toml's bytes back into `current` once the render no longer needs its text.
+fn give_back_text(current: &mut Current, text: String) {
+    if let Some(r) = current {
+        r.bytes = text.into_bytes();
     }
 }
 
@@ -166,7 +178,7 @@ fn config_change(
     paths: &Paths,
     spec: Option<&RegistrySpec>,
     rendered: render::Rendered,
-    current: &Current,
+    current: Current,
     after: &State,
     before: &State,
 ) -> (Option<FileChange>, bool) {
@@ -178,16 +190,16 @@ fn config_change(
     let removed = spec.is_none() && before.config_created && rendered.config == NEW_CONFIG;
     let meaning_changed = rendered.meaning_changed;
     let mut new = (!removed).then(|| rendered.config.into_bytes());
-    let old = current.as_ref().map(|r| &r.bytes);
-    let mut restart = old != new.as_ref();
+    let old = current.map(|r| r.bytes);
+    let mut restart = old != new;
     if restart && old.is_some() && new.is_some() && !meaning_changed {
-        new = old.cloned();
+        new = old.clone();
         restart = false;
     }
     let changed = restart || (new.is_some() && cur_mode.is_some_and(|m| m != mode));
     let change = changed.then(|| FileChange {
         path: paths.config.clone(),
-        old: old.cloned(),
+        old,
         old_mode: cur_mode,
         new,
         mode,
@@ -289,10 +301,10 @@ pub fn plan(
     let before =
         state::load(&paths.state_dir).map_err(|(path, why)| ApplyError::State { path, why })?;
     let (key, new_key) = super::key::load(&paths.state_dir)?;
-    let current = write::read_regular(&paths.config, MAX_CONFIG_BYTES)
+    let mut current = write::read_regular(&paths.config, MAX_CONFIG_BYTES)
         .map_err(io_err("read", &paths.config))?;
     let config_identity = current.as_ref().map(|r| r.identity);
-    let text = current_text(&current)?;
+    let text = current_text(&mut current)?;
     let rendered = render::render(&RenderInput {
         config: &text,
         prior: &before.ownership,
@@ -302,6 +314,7 @@ pub fn plan(
         containerd: choice.containerd,
         hosts: choice.hosts,
     })?;
+    give_back_text(&mut current, text);
     check_bound(paths, &before, &rendered)?;
     let warnings = warnings_of(spec, &rendered);
     let mut after = next_state(paths, spec, &rendered, &current, &before, &key);
@@ -309,7 +322,7 @@ pub fn plan(
     changes.extend(released_files(&rendered, &before, &state_path)?);
     let (mode, expect) = (rendered.mode, rendered.expect.clone());
     let managed: Vec<PathBuf> = changes.iter().map(|c| c.path.clone()).collect();
-    let (config, restart_needed) = config_change(paths, spec, rendered, &current, &after, &before);
+    let (config, restart_needed) = config_change(paths, spec, rendered, current, &after, &before);
     changes.extend(config);
     if spec.is_none() {
         forget_spec(&mut after);

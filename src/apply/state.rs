@@ -203,9 +203,22 @@ pub fn load(state_dir: &Path) -> Result<State, LoadError> {
     Ok(state)
 }
 
-/// Save the state: contents to `saved/`, then state.json, then saved contents no longer named
-/// are removed. Removes state.json when regmirror owns and remembers nothing.
+/// Save the state, durably: contents to `saved/`, then state.json, then saved contents no
+/// longer named are removed. Removes state.json when regmirror owns and remembers nothing.
 pub fn save(state_dir: &Path, state: &State) -> std::io::Result<()> {
+    store(state_dir, state, false)
+}
+
+/// [`save`] for the state written once the files are written, after a durable in-flight state
+/// that owns everything this one does: state.json's contents are synced but its rename is not
+/// (one directory sync less per apply). A power cut may leave the in-flight state in its place,
+/// from which the next apply converges, as it does after a crash. Fully durable again when it
+/// writes or removes saved contents (the in-flight state may name what it removes).
+pub fn save_settled(state_dir: &Path, state: &State) -> std::io::Result<()> {
+    store(state_dir, state, true)
+}
+
+fn store(state_dir: &Path, state: &State, settled: bool) -> std::io::Result<()> {
     let path = State::path(state_dir);
     let dir = saved_dir(state_dir);
     if state.is_empty() && !state.in_flight && state.bad_spec_hash.is_none() {
@@ -216,19 +229,47 @@ pub fn save(state_dir: &Path, state: &State) -> std::io::Result<()> {
     create_private_dir(state_dir)?;
     let mut stored = state.clone();
     let mut keep = Vec::new();
+    let mut wrote_contents = false;
     for text in contents_mut(&mut stored) {
         let sha = sha256_hex(text);
         let file = dir.join(&sha);
         if !keep.contains(&sha) && !file.exists() {
-            create_private_dir(&dir)?;
+            create_saved_dir(&dir)?;
             write::write_atomic(&file, text.as_bytes(), 0o600, Owner::Caller)?;
+            wrote_contents = true;
         }
         *text = format!("{SAVED}{sha}");
         keep.push(sha);
     }
     let json = serde_json::to_vec_pretty(&stored).expect("state serializes");
-    write::write_atomic(&path, &json, 0o600, Owner::Caller)?;
+    if settled && !wrote_contents && !prunes(&dir, &keep) {
+        write::write_atomic_settled(&path, &json, 0o600, Owner::Caller)?;
+    } else {
+        // Also makes `saved/` itself durable when it was just made: one directory sync for
+        // both entries of the state dir.
+        write::write_atomic(&path, &json, 0o600, Owner::Caller)?;
+    }
     prune(&dir, &keep)
+}
+
+/// Make `saved/` (0700) when it is missing, without syncing the state dir: the durable
+/// state.json write that follows (see [`store`]) syncs it.
+fn create_saved_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    match std::fs::create_dir(dir) {
+        Ok(()) => std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// True when [`prune`] would remove something.
+fn prunes(dir: &Path, keep: &[String]) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|entries| {
+        entries
+            .flatten()
+            .any(|e| !keep.contains(&e.file_name().to_string_lossy().into_owned()))
+    })
 }
 
 pub(super) fn create_private_dir(dir: &Path) -> std::io::Result<()> {

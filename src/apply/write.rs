@@ -258,14 +258,37 @@ pub fn write_atomic_checked(
     owner: Owner,
     expect: Option<Option<Identity>>,
 ) -> io::Result<()> {
-    replace(path, contents, mode, owner, expect, true)
+    replace(path, contents, mode, owner, expect, Sync::Full)
 }
 
 /// [`write_atomic`] without the two fsyncs, for files whose loss in a power cut costs nothing:
 /// the backup of config.toml (a convenience) and the fingerprint key (a lost key makes the
 /// next apply write the same files again). Readers still see the old or the new file, whole.
 pub fn write_atomic_lazy(path: &Path, contents: &[u8], mode: u32, owner: Owner) -> io::Result<()> {
-    replace(path, contents, mode, owner, None, false)
+    replace(path, contents, mode, owner, None, Sync::Nothing)
+}
+
+/// [`write_atomic`] whose contents are synced but whose rename is not: after a power cut the
+/// path holds either the new file, whole, or the file it replaced. For a file whose previous
+/// version is a durable, valid stand-in (the state after its in-flight state).
+pub fn write_atomic_settled(
+    path: &Path,
+    contents: &[u8],
+    mode: u32,
+    owner: Owner,
+) -> io::Result<()> {
+    replace(path, contents, mode, owner, None, Sync::Contents)
+}
+
+/// What [`replace`] syncs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Sync {
+    /// The contents, then the rename (the directory).
+    Full,
+    /// The contents only.
+    Contents,
+    /// Nothing.
+    Nothing,
 }
 
 fn replace(
@@ -274,7 +297,7 @@ fn replace(
     mode: u32,
     owner: Owner,
     expect: Option<Option<Identity>>,
-    durable: bool,
+    sync: Sync,
 ) -> io::Result<()> {
     let real = target(path)?;
     let dir = parent(&real);
@@ -301,7 +324,7 @@ fn replace(
         }
         f.set_permissions(fs::Permissions::from_mode(mode))?;
         f.write_all(contents)?;
-        if durable {
+        if sync != Sync::Nothing {
             f.sync_all()?;
         }
         drop(f);
@@ -316,7 +339,11 @@ fn replace(
             }
         }
         fs::rename(&tmp, &real)?;
-        if durable { fsync_dir(dir) } else { Ok(()) }
+        if sync == Sync::Full {
+            fsync_dir(dir)
+        } else {
+            Ok(())
+        }
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
