@@ -101,7 +101,11 @@ fn secret_edit_is_applied_and_hand_removal_is_repaired_within_3s() {
     let mut n = Node::new();
     std::fs::write(n.p("secret.yaml"), secret(TWO, "false", false)).unwrap();
     let s = n.p("secret.yaml");
-    n.start(&["--secret-file", s.to_str().unwrap()], &[]);
+    // No periodic resync: the edit and the drift below are seen through file events alone.
+    n.start(
+        &["--secret-file", s.to_str().unwrap(), "--resync", "0s"],
+        &[],
+    );
     within(Duration::from_secs(5), "first apply", || {
         n.config().contains("mirrors.\"quay.io\"")
     });

@@ -83,6 +83,18 @@ impl Window {
         }
     }
 
+    /// The threads that woke in the window: (tid, voluntary + involuntary switches).
+    pub(crate) fn woken(&self) -> Vec<(u32, u64)> {
+        self.last
+            .iter()
+            .filter_map(|(tid, l)| {
+                let f = self.first.get(tid).copied().unwrap_or((0, 0, 0));
+                let n = l.1.saturating_sub(f.1) + l.2.saturating_sub(f.2);
+                (n > 0).then_some((*tid, n))
+            })
+            .collect()
+    }
+
     /// (run_ns, voluntary, involuntary) over the window, summed over every thread seen.
     pub(crate) fn totals(&self) -> (u64, u64, u64) {
         self.last.iter().fold((0, 0, 0), |acc, (tid, l)| {
@@ -150,6 +162,16 @@ pub(crate) fn footprint(bin: &Path, secs: u64, source: &str) {
     let (req1, log1) = (api.server.requests().len(), agent.log().lines().count());
     let open1 = api.server.open_watches();
     let (rss, hwm) = (status_field(pid, "VmRSS"), status_field(pid, "VmHWM"));
+    let woken: Vec<String> = window
+        .woken()
+        .iter()
+        .map(|(tid, n)| {
+            let comm = fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm"))
+                .map(|c| c.trim().to_string())
+                .unwrap_or_else(|_| "exited".into());
+            format!("{tid} ({comm}): {n}")
+        })
+        .collect();
     agent.stop();
     let tck = clk_tck();
     let (run_ns, vol, invol) = window.totals();
@@ -163,6 +185,9 @@ pub(crate) fn footprint(bin: &Path, secs: u64, source: &str) {
         println!(
             "footprint: `regmirror run` idle {el:.0} s with an open watch (Secret with 3 mirrors applied, no systemd watchdog; {open_watches} watch request(s) made so far; open watch streams at start/end of the window: {open0}/{open1})"
         );
+    }
+    if !woken.is_empty() {
+        println!("  threads that woke in the window: {}", woken.join(", "));
     }
     println!(
         "  VmRSS {} KiB, VmHWM {} KiB, {} threads at the end ({} at most during the window)",

@@ -161,7 +161,7 @@ complete -c regmirror -n "__fish_regmirror_using_subcommand run" -l restart-jitt
 complete -c regmirror -n "__fish_regmirror_using_subcommand run" -l restart-budget -d 'Restart slots across the fleet: at most this many nodes restart containerd at once (coordination.k8s.io Leases in the Secret\'s namespace; needs NODE_NAME and the API; 0: no budget). A node whose restart is rolled back halts the rollout of that spec' -r
 complete -c regmirror -n "__fish_regmirror_using_subcommand run" -l restart-lease -d 'A restart slot\'s Lease duration: a holder that dies frees its slot after this long' -r
 complete -c regmirror -n "__fish_regmirror_using_subcommand run" -l debounce -d 'Quiet time that ends a burst of changes before reconciling' -r
-complete -c regmirror -n "__fish_regmirror_using_subcommand run" -l resync -d 'Periodic safety reconcile (reads local files only; writes nothing when unchanged)' -r
+complete -c regmirror -n "__fish_regmirror_using_subcommand run" -l resync -d 'Periodic safety reconcile (reads local files only; writes nothing when unchanged); 0s: none' -r
 complete -c regmirror -n "__fish_regmirror_using_subcommand run" -l on-delete -r -f -a "revert\t'Remove what regmirror owns and restore what was there'
 keep\t'Leave the last applied configuration in place'"
 complete -c regmirror -n "__fish_regmirror_using_subcommand run" -l listen -d 'Address for /healthz, /readyz and /metrics ("off" to disable)' -r

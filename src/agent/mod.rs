@@ -221,6 +221,16 @@ async fn run_async(config: AgentConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The next tick of `timer`, or never when there is none.
+async fn maybe_tick(timer: &mut Option<tokio::time::Interval>) {
+    match timer {
+        Some(t) => {
+            t.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
 /// Sleep for `d`, or forever when there is nothing to wait for.
 async fn maybe_sleep(d: Option<Duration>) {
     match d {
@@ -285,7 +295,9 @@ async fn main_loop(
         sent: false,
         since: tokio::time::Instant::now(),
     };
-    let mut resync_timer = tokio::time::interval_at(tokio::time::Instant::now() + resync, resync);
+    // `--resync 0s`: no periodic reconcile (and no timer at all while idle).
+    let mut resync_timer = (!resync.is_zero())
+        .then(|| tokio::time::interval_at(tokio::time::Instant::now() + resync, resync));
     let mut shutdown = ctx.shutdown.clone();
     loop {
         notify::watchdog_if(ctx.pulse.is_some());
@@ -296,7 +308,7 @@ async fn main_loop(
                 if paths.iter().all(|p| triggers::is_noise(p, &ctx.paths, &ctx.probe.socket) || ctx.own_writes.is_own(p)) { continue; }
                 Trigger::Files
             }
-            _ = resync_timer.tick() => Trigger::Resync,
+            _ = maybe_tick(&mut resync_timer) => Trigger::Resync,
             _ = maybe_sleep(ctx.pulse) => continue,
             _ = maybe_sleep(ready.deadline()) => { ready.waited(&ctx); continue; }
             _ = shutdown.changed() => break,

@@ -455,7 +455,8 @@ pub struct RunArgs {
     /// Quiet time that ends a burst of changes before reconciling.
     #[arg(long, env = "REGMIRROR_DEBOUNCE", default_value = "2s", value_parser = parse_duration)]
     pub debounce: Duration,
-    /// Periodic safety reconcile (reads local files only; writes nothing when unchanged).
+    /// Periodic safety reconcile (reads local files only; writes nothing when unchanged);
+    /// 0s: none.
     #[arg(long, env = "REGMIRROR_RESYNC", default_value = "15m", value_parser = parse_duration)]
     pub resync: Duration,
     #[arg(long, env = "REGMIRROR_ON_DELETE", value_enum, default_value_t = OnDeleteArg::Revert)]
