@@ -170,6 +170,9 @@ impl Containerd {
         let socket = d.join("containerd.sock");
         let mut doc: DocumentMut = base.text(release).parse().expect("base config.toml parses");
         isolate(&mut doc, d, &socket);
+        if release.is_2x() {
+            isolate_nri(&mut doc, d);
+        }
         let original = doc.to_string();
         let config = d.join("config.toml");
         std::fs::write(&config, &original).unwrap();
@@ -463,6 +466,15 @@ pub fn isolate(doc: &mut DocumentMut, dir: &Path, socket: &Path) {
     let plugins = table(doc, "plugins");
     let opt = child_table(plugins, "io.containerd.internal.v1.opt");
     opt["path"] = value(s(dir.join("opt")));
+}
+
+/// containerd 2.x starts NRI by default on one host-wide socket (`/var/run/nri/nri.sock`): two
+/// test nodes starting at once race for it, and the loser exits at start ("bind: address
+/// already in use", a CI failure of case11 on 2.1). Each node gets its own socket.
+fn isolate_nri(doc: &mut DocumentMut, dir: &Path) {
+    let plugins = table(doc, "plugins");
+    let nri = child_table(plugins, "io.containerd.nri.v1.nri");
+    nri["socket_path"] = value(dir.join("nri.sock").to_str().unwrap());
 }
 
 fn table<'a>(doc: &'a mut DocumentMut, key: &str) -> &'a mut Table {
