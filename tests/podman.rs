@@ -275,9 +275,9 @@ fn secret_for(reg: &Registry, mirrors: &str) -> Secret {
     Secret::new(&reg.host(), mirrors)
 }
 
-#[test]
-fn plain_http_insecure_pull_goes_through_mirror() {
-    podman_test!("plain_http_insecure_pull_goes_through_mirror");
+/// A plain-HTTP registry holding the tiny image, a node, and an INSECURE Secret mirroring
+/// docker.io to it.
+fn plain_docker_io_mirror() -> (Registry, Node, Secret) {
     let reg = Registry::start(Kind::Plain);
     reg.push_tiny(DOCKER_REPO);
     let node = Node::new();
@@ -286,6 +286,13 @@ fn plain_http_insecure_pull_goes_through_mirror() {
         &format!("docker.io::{}/airgap-images/docker.io", reg.host()),
     );
     s.insecure = true;
+    (reg, node, s)
+}
+
+#[test]
+fn plain_http_insecure_pull_goes_through_mirror() {
+    podman_test!("plain_http_insecure_pull_goes_through_mirror");
+    let (reg, node, s) = plain_docker_io_mirror();
     let secret = node.secret(&s);
     let d = node.regmirror("diff", &["--secret-file", secret.to_str().unwrap()]);
     assert_eq!(d.code, 1, "diff must report changes:\n{d}");
@@ -469,14 +476,7 @@ fn wildcard_is_refused_with_nothing_written() {
 #[test]
 fn resolve_first_url_is_the_mirror_podman_pulled() {
     podman_test!("resolve_first_url_is_the_mirror_podman_pulled");
-    let reg = Registry::start(Kind::Plain);
-    reg.push_tiny(DOCKER_REPO);
-    let node = Node::new();
-    let mut s = secret_for(
-        &reg,
-        &format!("docker.io::{}/airgap-images/docker.io", reg.host()),
-    );
-    s.insecure = true;
+    let (reg, node, s) = plain_docker_io_mirror();
     node.apply(&node.secret(&s));
     let r = node.resolve("docker.io/library/tiny:1");
     assert_eq!(r["schema"], "regmirror.resolve-podman/v1");

@@ -83,28 +83,31 @@ impl Window {
         }
     }
 
+    /// Each thread seen: (tid, (run_ns, voluntary, involuntary) over the window).
+    fn deltas(&self) -> impl Iterator<Item = (u32, (u64, u64, u64))> + '_ {
+        self.last.iter().map(|(tid, l)| {
+            let f = self.first.get(tid).copied().unwrap_or((0, 0, 0));
+            let d = (
+                l.0.saturating_sub(f.0),
+                l.1.saturating_sub(f.1),
+                l.2.saturating_sub(f.2),
+            );
+            (*tid, d)
+        })
+    }
+
     /// The threads that woke in the window: (tid, voluntary + involuntary switches).
     pub(crate) fn woken(&self) -> Vec<(u32, u64)> {
-        self.last
-            .iter()
-            .filter_map(|(tid, l)| {
-                let f = self.first.get(tid).copied().unwrap_or((0, 0, 0));
-                let n = l.1.saturating_sub(f.1) + l.2.saturating_sub(f.2);
-                (n > 0).then_some((*tid, n))
-            })
+        self.deltas()
+            .map(|(tid, d)| (tid, d.1 + d.2))
+            .filter(|(_, n)| *n > 0)
             .collect()
     }
 
     /// (run_ns, voluntary, involuntary) over the window, summed over every thread seen.
     pub(crate) fn totals(&self) -> (u64, u64, u64) {
-        self.last.iter().fold((0, 0, 0), |acc, (tid, l)| {
-            let f = self.first.get(tid).copied().unwrap_or((0, 0, 0));
-            (
-                acc.0 + l.0.saturating_sub(f.0),
-                acc.1 + l.1.saturating_sub(f.1),
-                acc.2 + l.2.saturating_sub(f.2),
-            )
-        })
+        self.deltas()
+            .fold((0, 0, 0), |a, (_, d)| (a.0 + d.0, a.1 + d.1, a.2 + d.2))
     }
 }
 

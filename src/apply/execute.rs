@@ -3,13 +3,17 @@
 
 use std::path::{Path, PathBuf};
 
-use super::state::{self, State};
+use super::state::{self, Durability, State};
 use super::write::{self, Owner};
 use super::{ApplyError, FileChange, Outcome, Paths, Plan, io_err};
 
 fn save_state(paths: &Paths, s: &State) -> Result<(), ApplyError> {
+    save_state_as(paths, s, Durability::Full)
+}
+
+fn save_state_as(paths: &Paths, s: &State, how: Durability) -> Result<(), ApplyError> {
     let path = State::path(&paths.state_dir);
-    state::save(&paths.state_dir, s).map_err(io_err("write", &path))
+    state::save(&paths.state_dir, s, how).map_err(io_err("write", &path))
 }
 
 fn owner(c: &FileChange) -> Owner {
@@ -138,13 +142,13 @@ pub fn execute(paths: &Paths, plan: &Plan) -> Result<Outcome, ApplyError> {
         }
     }
     tidy(paths, &mut after)?;
-    if plan.changes.is_empty() {
-        save_state(paths, &after)?;
+    // With changes, the durable in-flight state above owns everything `after` does.
+    let how = if plan.changes.is_empty() {
+        Durability::Full
     } else {
-        // The in-flight state above, durable, owns everything `after` does.
-        let path = State::path(&paths.state_dir);
-        state::save_settled(&paths.state_dir, &after).map_err(io_err("write", &path))?;
-    }
+        Durability::Settled
+    };
+    save_state_as(paths, &after, how)?;
     Ok(outcome)
 }
 

@@ -203,28 +203,28 @@ pub fn load(state_dir: &Path) -> Result<State, LoadError> {
     Ok(state)
 }
 
-/// Save the state, durably: contents to `saved/`, then state.json, then saved contents no
-/// longer named are removed. Removes state.json when regmirror owns and remembers nothing.
-pub fn save(state_dir: &Path, state: &State) -> std::io::Result<()> {
-    store(state_dir, state, false)
+/// How durable a state write is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Durable when the save returns.
+    Full,
+    /// The state written once the files are written, after a durable in-flight state that owns
+    /// everything this one does: state.json's contents are synced but its rename is not (one
+    /// directory sync less per apply). A power cut may leave the in-flight state in its place,
+    /// from which the next apply converges, as it does after a crash. Fully durable anyway when
+    /// it writes or removes saved contents (the in-flight state may name what it removes).
+    Settled,
 }
 
-/// [`save`] for the state written once the files are written, after a durable in-flight state
-/// that owns everything this one does: state.json's contents are synced but its rename is not
-/// (one directory sync less per apply). A power cut may leave the in-flight state in its place,
-/// from which the next apply converges, as it does after a crash. Fully durable again when it
-/// writes or removes saved contents (the in-flight state may name what it removes).
-pub fn save_settled(state_dir: &Path, state: &State) -> std::io::Result<()> {
-    store(state_dir, state, true)
-}
-
-fn store(state_dir: &Path, state: &State, settled: bool) -> std::io::Result<()> {
+/// Save the state: contents to `saved/`, then state.json, then saved contents no longer named
+/// are removed. Removes state.json when regmirror owns and remembers nothing.
+pub fn save(state_dir: &Path, state: &State, how: Durability) -> std::io::Result<()> {
     let path = State::path(state_dir);
     let dir = saved_dir(state_dir);
     if state.is_empty() && !state.in_flight && state.bad_spec_hash.is_none() {
         write::remove(&path)?;
         write::remove(&state_dir.join("hash.key"))?;
-        return prune(&dir, &[]);
+        return prune(&dir, &stale(&dir, &[]));
     }
     create_private_dir(state_dir)?;
     let mut stored = state.clone();
@@ -242,18 +242,19 @@ fn store(state_dir: &Path, state: &State, settled: bool) -> std::io::Result<()> 
         keep.push(sha);
     }
     let json = serde_json::to_vec_pretty(&stored).expect("state serializes");
-    if settled && !wrote_contents && !prunes(&dir, &keep) {
+    let stale = stale(&dir, &keep);
+    if how == Durability::Settled && !wrote_contents && stale.is_empty() {
         write::write_atomic_settled(&path, &json, 0o600, Owner::Caller)?;
     } else {
         // Also makes `saved/` itself durable when it was just made: one directory sync for
         // both entries of the state dir.
         write::write_atomic(&path, &json, 0o600, Owner::Caller)?;
     }
-    prune(&dir, &keep)
+    prune(&dir, &stale)
 }
 
 /// Make `saved/` (0700) when it is missing, without syncing the state dir: the durable
-/// state.json write that follows (see [`store`]) syncs it.
+/// state.json write that follows (see [`save`]) syncs it.
 fn create_saved_dir(dir: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     match std::fs::create_dir(dir) {
@@ -263,13 +264,16 @@ fn create_saved_dir(dir: &Path) -> std::io::Result<()> {
     }
 }
 
-/// True when [`prune`] would remove something.
-fn prunes(dir: &Path, keep: &[String]) -> bool {
-    std::fs::read_dir(dir).is_ok_and(|entries| {
-        entries
-            .flatten()
-            .any(|e| !keep.contains(&e.file_name().to_string_lossy().into_owned()))
-    })
+/// The saved contents in `dir` not named in `keep`.
+fn stale(dir: &Path, keep: &[String]) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter(|e| !keep.contains(&e.file_name().to_string_lossy().into_owned()))
+        .map(|e| e.path())
+        .collect()
 }
 
 pub(super) fn create_private_dir(dir: &Path) -> std::io::Result<()> {
@@ -281,16 +285,10 @@ pub(super) fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Remove the saved contents not in `keep` (and the directory once empty).
-fn prune(dir: &Path, keep: &[String]) -> std::io::Result<()> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Ok(());
-    };
-    for e in entries.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        if !keep.contains(&name) {
-            write::remove(&e.path())?;
-        }
+/// Remove the `stale` saved contents (and `dir` once empty).
+fn prune(dir: &Path, stale: &[PathBuf]) -> std::io::Result<()> {
+    for path in stale {
+        write::remove(path)?;
     }
     write::remove_dir_if_empty(dir)
 }
