@@ -71,6 +71,11 @@ pub(crate) enum Source<'a> {
     File(&'a str),
 }
 
+/// Where `start_from` puts the `--secret-file` manifest under the agent's scratch root.
+pub(crate) fn secret_path(root: &Path) -> PathBuf {
+    root.join("secret").join("secret.yaml")
+}
+
 impl Agent {
     pub(crate) fn start(bin: &Path, api: &Api, config_text: &str, debounce: Option<&str>) -> Agent {
         Agent::start_from(bin, Source::Kube(api), config_text, debounce)
@@ -101,7 +106,11 @@ impl Agent {
                 vec!["--kubeconfig".into(), kubeconfig.into()]
             }
             Source::File(text) => {
-                let secret = dir.path().join("secret.yaml");
+                // The Secret in a directory of its own, as a mounted Secret volume or
+                // /etc/regmirror is: the agent watches that directory, and the agent's log
+                // (which this bench reads) must not be in it.
+                let secret = secret_path(dir.path());
+                fs::create_dir_all(secret.parent().expect("parent")).expect("mkdir");
                 fs::write(&secret, text).expect("write secret");
                 vec!["--secret-file".into(), secret.into()]
             }
@@ -118,8 +127,12 @@ impl Agent {
                 .args(["--reload", "none", "--restart-jitter", "0"])
                 .arg("--config")
                 .arg(&config)
+                // Where a node has it (/etc/containerd/certs.d). A missing certs dir is watched
+                // through its parent, which must not be the scratch root: the agent's log is
+                // there, and this bench reads it (each read would wake the agent's inotify
+                // thread, as any open of a file in a watched directory does with notify 8).
                 .arg("--certs-dir")
-                .arg(dir.path().join("certs.d"))
+                .arg(etc.join("certs.d"))
                 .arg("--state-dir")
                 .arg(dir.path().join("state"))
                 .env_remove("KUBECONFIG")

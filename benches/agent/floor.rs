@@ -272,7 +272,7 @@ pub(crate) fn agent_vs_apply(
         .and_then(Path::parent)
         .expect("agent dir")
         .to_path_buf();
-    let agent_secret = root.join("secret.yaml");
+    let agent_secret = secret_path(&root);
     let mut seen = BTreeSet::new();
     agent.first_apply(&rev_marker(0), &mut seen);
     let mut changed = agent.changed_at_least(1);
@@ -298,7 +298,7 @@ pub(crate) fn agent_vs_apply(
         if rev % 2 == 1 {
             one.push(run_timed(s.cli(bin, "apply", &secret), &[0]));
         }
-        let tmp = root.join(".secret.yaml.new");
+        let tmp = agent_secret.with_file_name(".secret.yaml.new");
         if source == "file" {
             fs::write(&tmp, &manifest).expect("write secret");
         }
