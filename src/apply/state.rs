@@ -7,6 +7,7 @@
 //! config path and certs dir it was made for; any other pairing is refused.
 
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -151,21 +152,45 @@ fn saved_dir(state_dir: &Path) -> PathBuf {
     state_dir.join("saved")
 }
 
+/// A string of the state that holds an admin's (or the Secret's) content: owned, or shared
+/// (the snapshot's base, as large as config.toml, which the states of one apply share).
+enum Content<'a> {
+    Owned(&'a mut String),
+    Shared(&'a mut Arc<String>),
+}
+
+impl Content<'_> {
+    fn text(&self) -> &str {
+        match self {
+            Content::Owned(s) => s,
+            Content::Shared(s) => s,
+        }
+    }
+
+    /// Replace the text (a shared one is replaced, not written through: others keep theirs).
+    fn set(&mut self, text: String) {
+        match self {
+            Content::Owned(s) => **s = text,
+            Content::Shared(s) => **s = Arc::new(text),
+        }
+    }
+}
+
 /// Every string of the state that holds an admin's (or the Secret's) content.
-fn contents_mut(s: &mut State) -> Vec<&mut String> {
+fn contents_mut(s: &mut State) -> Vec<Content<'_>> {
     let own = &mut s.ownership;
-    let mut out: Vec<&mut String> = own
+    let mut out: Vec<Content<'_>> = own
         .values
         .iter_mut()
-        .filter_map(|v| v.previous.as_mut().map(|p| &mut p.repr))
+        .filter_map(|v| v.previous.as_mut().map(|p| Content::Owned(&mut p.repr)))
         .collect();
     if let Some(snap) = own.snapshot.as_mut() {
-        out.push(&mut snap.base);
+        out.push(Content::Shared(&mut snap.base));
     }
     out.extend(
         s.files
             .iter_mut()
-            .filter_map(|f| f.previous.as_mut().map(|p| &mut p.0)),
+            .filter_map(|f| f.previous.as_mut().map(|p| Content::Owned(&mut p.0))),
     );
     out
 }
@@ -190,14 +215,15 @@ pub fn load(state_dir: &Path) -> Result<State, LoadError> {
         )
     })?;
     let dir = saved_dir(state_dir);
-    for text in contents_mut(&mut state) {
-        if let Some(sha) = text.strip_prefix(SAVED) {
+    for mut text in contents_mut(&mut state) {
+        if let Some(sha) = text.text().strip_prefix(SAVED) {
             let file = dir.join(sha);
             let bytes = write::read_optional(&file, MAX_STATE_BYTES)
                 .map_err(|e| (file.clone(), e.to_string()))?
                 .ok_or_else(|| (file.clone(), "is missing (named by state.json)".to_string()))?;
-            *text =
-                String::from_utf8(bytes.0).map_err(|_| (file.clone(), "is not UTF-8".into()))?;
+            text.set(
+                String::from_utf8(bytes.0).map_err(|_| (file.clone(), "is not UTF-8".into()))?,
+            );
         }
     }
     Ok(state)
@@ -230,15 +256,15 @@ pub fn save(state_dir: &Path, state: &State, how: Durability) -> std::io::Result
     let mut stored = state.clone();
     let mut keep = Vec::new();
     let mut wrote_contents = false;
-    for text in contents_mut(&mut stored) {
-        let sha = sha256_hex(text);
+    for mut text in contents_mut(&mut stored) {
+        let sha = sha256_hex(text.text());
         let file = dir.join(&sha);
         if !keep.contains(&sha) && !file.exists() {
             create_saved_dir(&dir)?;
-            write::write_atomic(&file, text.as_bytes(), 0o600, Owner::Caller)?;
+            write::write_atomic(&file, text.text().as_bytes(), 0o600, Owner::Caller)?;
             wrote_contents = true;
         }
-        *text = format!("{SAVED}{sha}");
+        text.set(format!("{SAVED}{sha}"));
         keep.push(sha);
     }
     let json = serde_json::to_vec_pretty(&stored).expect("state serializes");

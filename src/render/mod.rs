@@ -13,10 +13,12 @@ pub mod legacy;
 pub mod meaning;
 pub mod owned;
 pub mod preserve;
+mod print;
 pub mod registries;
 pub mod version;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use toml_edit::DocumentMut;
@@ -192,7 +194,8 @@ fn legacy_conflicts(doc: &DocumentMut, registry: &[String]) -> Vec<String> {
 /// parsed document, and the meaning of config.toml as it is now.
 struct Base {
     doc: DocumentMut,
-    text: String,
+    /// Shared with the prior snapshot when it is that snapshot's base (no copy of the file).
+    text: Arc<String>,
     /// `doc` is an unedited parse of `text` (edits can start from it without a parse).
     fresh: bool,
     /// [`meaning::fingerprint`] of config.toml as it is on disk now.
@@ -206,7 +209,7 @@ fn admin_base(input: &RenderInput<'_>) -> Result<Base, RenderError> {
         let snapshot = input.prior.snapshot.as_ref();
         return Ok(Base {
             doc: parse(b)?,
-            text: b.to_string(),
+            text: Arc::clone(b),
             fresh: true,
             meaning_now: snapshot.and_then(|s| s.written_meaning.clone()),
         });
@@ -218,7 +221,7 @@ fn admin_base(input: &RenderInput<'_>) -> Result<Base, RenderError> {
     let prior = if input.prior.is_empty() {
         recognised = owned::recognise(&doc);
         if recognised.is_empty() {
-            let text = input.config.to_string();
+            let text = Arc::new(input.config.to_string());
             return Ok(Base {
                 doc,
                 text,
@@ -237,7 +240,7 @@ fn admin_base(input: &RenderInput<'_>) -> Result<Base, RenderError> {
     }
     Ok(Base {
         doc,
-        text,
+        text: Arc::new(text),
         fresh: false,
         meaning_now,
     })
@@ -371,11 +374,11 @@ fn expectation(mode: WriteMode, spec: &RegistrySpec, certs_dir: PathBuf) -> Expe
 /// print of the edited document is the result, with no parse: it is valid TOML by construction.
 fn print_config(
     doc: &DocumentMut,
-    base: String,
+    base: Arc<String>,
     pristine: Option<String>,
     own: &mut ConfigOwnership,
 ) -> Result<String, RenderError> {
-    let edited = doc.to_string();
+    let edited = print::sized(doc, base.len());
     let printed = match pristine {
         None => edited,
         Some(p) => preserve::carry_onto(&base, &p, &edited),
@@ -433,7 +436,7 @@ pub fn render(input: &RenderInput<'_>) -> Result<Rendered, RenderError> {
 fn render_revert(base: Base, facts: Facts) -> Rendered {
     let meaning_changed = base.meaning_now.as_deref() != Some(&meaning::fingerprint(&base.doc));
     Rendered {
-        config: base.text,
+        config: Arc::unwrap_or_clone(base.text),
         ownership: ConfigOwnership::default(),
         files: Vec::new(),
         mode: None,
@@ -504,9 +507,9 @@ fn render_spec(
     } else {
         parse(&base.text)?
     };
-    // The unedited print, kept only when it is not the base itself (then the edit is carried
-    // onto the admin's lines); the usual case frees it at once.
-    let pristine = Some(doc.to_string()).filter(|p| *p != base.text);
+    // The unedited print, made only when it is not the base itself (then the edit is carried
+    // onto the admin's lines); the usual case compares while printing and keeps nothing.
+    let pristine = (!print::prints_as(&doc, &base.text)).then(|| doc.to_string());
     let mode = effective_mode(input)?;
     let decision = decide::decide(mode, input.containerd, facts.version, &doc, spec)?;
     warnings.extend(decision.warnings.iter().cloned());

@@ -2,6 +2,8 @@
 //! value (remembering what it replaced) and take every owned value back out (restoring it).
 //! Every byte outside the owned values stays as it was.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 use toml_edit::{DocumentMut, Item, Table, Value};
 
@@ -51,8 +53,9 @@ pub struct ConfigOwnership {
 /// re-spell (a BOM, quoting, spacing). Once someone else edits the file, the surgical path is used.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Snapshot {
-    /// config.toml without regmirror's values, exactly as it was.
-    pub base: String,
+    /// config.toml without regmirror's values, exactly as it was. Shared, not copied, by the
+    /// states made from it (before, after, in flight, as stored): it is the size of the file.
+    pub base: Arc<String>,
     /// sha256 (hex) of the config.toml text regmirror produced from `base`.
     pub written_sha256: String,
     /// The meaning fingerprint of that text (see [`super::meaning`]).
@@ -71,11 +74,11 @@ pub fn sha256_hex(text: &str) -> String {
 
 impl ConfigOwnership {
     /// The stored base, when `current` is exactly the text regmirror last wrote.
-    pub fn exact_base(&self, current: &str) -> Option<&str> {
+    pub fn exact_base(&self, current: &str) -> Option<&Arc<String>> {
         self.snapshot
             .as_ref()
             .filter(|s| s.written_sha256 == sha256_hex(current))
-            .map(|s| s.base.as_str())
+            .map(|s| &s.base)
     }
 }
 
