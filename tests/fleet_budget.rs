@@ -136,6 +136,35 @@ impl Fleet {
         let _ = std::fs::remove_file(self.dir.path().join("timeline"));
     }
 
+    /// For each node whose condition is not True: its condition message and its log's tail.
+    fn not_ready_report(&self, api: &FakeApiServer) -> String {
+        let mut out = String::new();
+        for i in 0..NODES {
+            let node = format!("node-{i}");
+            let n = api.node(&node).unwrap_or_default();
+            let c = n["status"]["conditions"]
+                .as_array()
+                .and_then(|cs| {
+                    cs.iter()
+                        .find(|c| c["type"] == "RegistryMirrorReady")
+                        .cloned()
+                })
+                .unwrap_or_default();
+            if c["status"] == "True" {
+                continue;
+            }
+            let log =
+                std::fs::read_to_string(self.node_dir(i).join("agent.log")).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(20).collect();
+            out.push_str(&format!(
+                "--- {node}: {}\n{}\n",
+                c["message"],
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            ));
+        }
+        out
+    }
+
     fn start_all(&mut self, kubeconfig: &Path, script: &Path) {
         for i in 0..NODES {
             let a = self.start_agent(i, kubeconfig, script);
@@ -267,9 +296,10 @@ fn at_most_n_restarts_at_once_a_failure_halts_the_rollout_and_dead_holders_expir
             .take(10)
             .collect();
         panic!(
-            "not all applied: {:?}\nnode requests: {reqs:#?}\nnode-0: {}",
+            "not all applied: {:?}\nnode requests: {reqs:#?}\nnode-0: {}\n{}",
             conditions(&api),
-            api.node("node-0").unwrap_or_default()
+            api.node("node-0").unwrap_or_default(),
+            fleet.not_ready_report(&api)
         );
     }
     let took = t_wait.elapsed();

@@ -8,6 +8,7 @@ mod execute;
 mod key;
 mod plan;
 pub mod state;
+mod temp;
 pub mod write;
 
 use std::io;

@@ -58,6 +58,7 @@ fn parent(path: &Path) -> &Path {
 }
 
 /// Create `dir` and any missing parents; returns the directories it created, outermost first.
+/// One that another writer creates meanwhile is used, and is not among them.
 pub fn create_dirs(dir: &Path) -> io::Result<Vec<PathBuf>> {
     let mut missing = Vec::new();
     let mut cur = Some(dir);
@@ -69,12 +70,18 @@ pub fn create_dirs(dir: &Path) -> io::Result<Vec<PathBuf>> {
         cur = d.parent();
     }
     missing.reverse();
-    for d in &missing {
-        fs::create_dir(d)?;
-        fs::set_permissions(d, fs::Permissions::from_mode(0o755))?;
-        fsync_dir(parent(d))?;
+    let mut created = Vec::new();
+    for d in missing {
+        match fs::create_dir(&d) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && d.is_dir() => continue,
+            Err(e) => return Err(e),
+        }
+        fs::set_permissions(&d, fs::Permissions::from_mode(0o755))?;
+        fsync_dir(parent(&d))?;
+        created.push(d);
     }
-    Ok(missing)
+    Ok(created)
 }
 
 /// Who owns a file regmirror writes.
@@ -207,39 +214,11 @@ pub fn read_regular(path: &Path, cap: u64) -> io::Result<Option<Read>> {
 mod libc_flags {
     pub const NONBLOCK: i32 = nix::fcntl::OFlag::O_NONBLOCK.bits();
     pub const NOCTTY: i32 = nix::fcntl::OFlag::O_NOCTTY.bits();
-    pub const NOFOLLOW: i32 = nix::fcntl::OFlag::O_NOFOLLOW.bits();
-    pub const CLOEXEC: i32 = nix::fcntl::OFlag::O_CLOEXEC.bits();
 }
 
-/// The suffix of every temp file regmirror makes: `.<name>.regmirror-<random>.tmp`.
-const TEMP_TAG: &str = ".regmirror-";
-
-fn temp_name(name: &std::ffi::OsStr) -> String {
-    let nonce: u64 = rand::random();
-    format!(".{}{TEMP_TAG}{nonce:016x}.tmp", name.to_string_lossy())
-}
-
-/// Remove the temp files an earlier, killed regmirror left in `dir` (only its own names). Run
-/// under the lock, so no live writer owns one.
+/// Remove the temp files a killed regmirror left in `dir` (see [`super::temp`]).
 pub fn remove_stale_temps(dir: &Path) -> io::Result<usize> {
-    let entries = match fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
-        Err(e) => return Err(e),
-    };
-    let mut removed = 0;
-    for e in entries.flatten() {
-        let name = e.file_name();
-        let name = name.to_string_lossy();
-        if name.starts_with('.') && name.contains(TEMP_TAG) && name.ends_with(".tmp") {
-            fs::remove_file(e.path())?;
-            removed += 1;
-        }
-    }
-    if removed > 0 {
-        fsync_dir(dir)?;
-    }
-    Ok(removed)
+    super::temp::remove_stale(dir)
 }
 
 /// The file at `path` is no longer the one that was read: someone else wrote it meanwhile.
@@ -311,23 +290,19 @@ fn replace(
             nix::unistd::getegid().as_raw(),
         )),
     };
-    let tmp = dir.join(temp_name(name));
+    let temp = super::temp::create(dir, name, mode)?;
+    let tmp = temp.path;
     let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .custom_flags(libc_flags::NOFOLLOW | libc_flags::CLOEXEC)
-            .open(&tmp)?;
+        // Held (locked) until it is renamed: a clean-up leaves a live writer's temp file alone.
+        let mut f = temp.file;
         if let Some((uid, gid)) = keep {
-            std::os::unix::fs::fchown(&f, Some(uid), Some(gid))?;
+            std::os::unix::fs::fchown(&*f, Some(uid), Some(gid))?;
         }
         f.set_permissions(fs::Permissions::from_mode(mode))?;
         f.write_all(contents)?;
         if sync != Sync::Nothing {
             f.sync_all()?;
         }
-        drop(f);
         if let Some(want) = expect {
             let now = match fs::metadata(&real) {
                 Ok(m) => Some(Identity::of(&m)),
@@ -339,6 +314,7 @@ fn replace(
             }
         }
         fs::rename(&tmp, &real)?;
+        drop(f);
         if sync == Sync::Full {
             fsync_dir(dir)
         } else {
@@ -389,4 +365,37 @@ pub fn remove_dir_if_empty(dir: &Path) -> io::Result<()> {
 /// Read a regular file (see [`read_regular`]); `None` when it does not exist.
 pub fn read_optional(path: &Path, cap: u64) -> io::Result<Option<(Vec<u8>, u32)>> {
     Ok(read_regular(path, cap)?.map(|r| (r.bytes, r.mode)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Barrier};
+
+    /// Writers with their own state dirs share directories (a certs dir): each makes the same
+    /// missing directories at once. None may fail, and each directory is made by exactly one.
+    #[test]
+    fn writers_making_the_same_directories_at_once_all_succeed_and_each_is_made_once() {
+        const WRITERS: usize = 8;
+        for round in 0..40 {
+            let root = tempfile::tempdir().unwrap();
+            let target = root.path().join("certs.d").join(format!("host-{round}"));
+            let start = Arc::new(Barrier::new(WRITERS));
+            let writers: Vec<_> = (0..WRITERS)
+                .map(|_| {
+                    let (target, start) = (target.clone(), Arc::clone(&start));
+                    std::thread::spawn(move || {
+                        start.wait();
+                        create_dirs(&target)
+                    })
+                })
+                .collect();
+            let mut made = Vec::new();
+            for w in writers {
+                made.extend(w.join().unwrap().expect("a writer failed"));
+            }
+            made.sort();
+            assert_eq!(made, vec![root.path().join("certs.d"), target.clone()]);
+        }
+    }
 }
