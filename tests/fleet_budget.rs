@@ -141,15 +141,7 @@ impl Fleet {
         let mut out = String::new();
         for i in 0..NODES {
             let node = format!("node-{i}");
-            let n = api.node(&node).unwrap_or_default();
-            let c = n["status"]["conditions"]
-                .as_array()
-                .and_then(|cs| {
-                    cs.iter()
-                        .find(|c| c["type"] == "RegistryMirrorReady")
-                        .cloned()
-                })
-                .unwrap_or_default();
+            let c = ready_condition(api, &node);
             if c["status"] == "True" {
                 continue;
             }
@@ -203,16 +195,21 @@ fn max_concurrent(t: &[(String, String, f64)]) -> usize {
     max
 }
 
-fn condition(api: &FakeApiServer, node: &str) -> (String, String) {
+/// The node's RegistryMirrorReady condition (JSON null when it has none).
+fn ready_condition(api: &FakeApiServer, node: &str) -> serde_json::Value {
     let n = api.node(node).unwrap_or_default();
-    let c = n["status"]["conditions"]
+    n["status"]["conditions"]
         .as_array()
         .and_then(|cs| {
             cs.iter()
                 .find(|c| c["type"] == "RegistryMirrorReady")
                 .cloned()
         })
-        .unwrap_or_default();
+        .unwrap_or_default()
+}
+
+fn condition(api: &FakeApiServer, node: &str) -> (String, String) {
+    let c = ready_condition(api, node);
     (
         c["status"].as_str().unwrap_or("").into(),
         c["reason"].as_str().unwrap_or("").into(),
